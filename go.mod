@@ -1,0 +1,3 @@
+module github.com/purplerain/mesh-operator
+
+go 1.26.0
