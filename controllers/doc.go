@@ -1,0 +1,2 @@
+// Package controllers reconciles MeshClusters.
+package controllers
