@@ -1,0 +1,43 @@
+// Package redex is the engine's append-only event log (one Log per shard).
+//
+// A Log keeps fixed-size index records (seq, timestamp, payload location and
+// length, flags, checksum) over a chunked payload heap. It runs purely in
+// memory, or in disk mode where every record is also written to checksummed
+// segment files under a directory and the in-memory view is rebuilt from
+// them on reopen.
+//
+// Invariants (each pinned by a test named after it):
+//
+//   - Sequence numbers start at 0 and are dense: the n-th entry ever appended
+//     has seq n. Retention only ever drops a prefix, so the retained entries
+//     are always the contiguous range [FirstSeq, NextSeq).
+//   - AppendBatch of an empty slice reports ok=false ("nothing appended"),
+//     which is distinguishable from a batch whose first entry got seq 0.
+//   - Retention combines max events, max bytes (index record size plus
+//     payload) and max age; each policy proposes a prefix to drop and the
+//     largest drop wins. An entry whose timestamp equals the age cutoff is
+//     kept. Retention runs only when the owner calls Sweep.
+//   - Tail registers backfill and live delivery under one lock hold, so no
+//     entry is missed or delivered twice at the seam. If the requested start
+//     was already pruned, or the backfill does not fit the tail buffer, the
+//     subscriber's first item is a *LaggedError. A live subscriber whose
+//     buffer is full is disconnected with a *LaggedError; entries are never
+//     skipped silently.
+//   - NextSeq reads under the state lock, so a sequence number that is
+//     assigned and then rolled back (a failed disk write) is never
+//     observable. String reads only lock-free atomics and never blocks on
+//     the state lock.
+//   - The inline flag is only set by AppendInline; heap appends that ask for
+//     it, and any inline append on a HeapOnly log, are refused with
+//     ErrInlineOnHeap. Payloads above Options.MaxPayload are refused with a
+//     *PayloadTooLargeError.
+//   - Disk mode: every frame carries a CRC-32C over its header and payload.
+//     On reopen a torn or corrupt tail of the last segment is truncated and
+//     everything before it survives; corruption anywhere else is an error.
+//     Fsync errors are returned to the caller and poison the log: later
+//     appends fail with the same error instead of pretending durability.
+//
+// Payload slices handed out by Read and Tail alias the log's heap. The heap
+// is append-only (chunks are dropped by retention, never rewritten), so the
+// slices stay valid and immutable; callers must not modify them.
+package redex
