@@ -1,0 +1,21 @@
+// Package daemons holds the built-in daemon kinds a MeshCluster can declare:
+//
+//   - counter: counts events per key.
+//   - sum: sums a numeric JSON field per key over tumbling windows of event
+//     time and emits each window's total when the window closes.
+//   - tasks: Net's CRUD task model (create, rename, complete, delete).
+//
+// The key of an event is its log key when set, otherwise the string value
+// of the JSON field named by the kind's "keyField" config (default "key").
+//
+// Invariants:
+//
+//   - Every kind is deterministic: the same events in the same order give
+//     the same state and the same Snapshot bytes (maps are encoded with
+//     sorted keys), so a restored snapshot plus a replay equals a run that
+//     never stopped.
+//   - A malformed event never wedges a daemon: it is counted in the state's
+//     "malformed" counter and skipped, and Process returns no error for it.
+//   - Restore of bytes that do not decode fails and leaves the daemon's
+//     state unchanged.
+package daemons
