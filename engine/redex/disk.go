@@ -13,7 +13,7 @@ func (d *diskLog) write(l *Log, seq uint64, ts int64, flags Flags, crc uint32, p
 	return nil
 }
 func (d *diskLog) writeBatch(l *Log, first uint64, ts int64, ps [][]byte) error { return nil }
-func (d *diskLog) syncLocked(l *Log) error                                     { return nil }
-func (d *diskLog) closeLocked(l *Log) error                                    { return nil }
-func (d *diskLog) retainLocked(l *Log) error                                   { return nil }
-func (d *diskLog) stopWorker()                                                 {}
+func (d *diskLog) syncLocked(l *Log) error                                      { return nil }
+func (d *diskLog) closeLocked(l *Log) error                                     { return nil }
+func (d *diskLog) retainLocked(l *Log) error                                    { return nil }
+func (d *diskLog) stopWorker()                                                  {}

@@ -93,6 +93,9 @@ func (t *Tail) endLocked(err error) {
 	close(t.ch)
 }
 
+// From returns the first seq this tail delivers (resolved for Live).
+func (t *Tail) From() uint64 { return t.from }
+
 // C returns the entry channel. It is closed when the tail ends; Err then
 // reports why.
 func (t *Tail) C() <-chan Entry { return t.ch }
