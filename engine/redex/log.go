@@ -94,7 +94,7 @@ func (l *Log) appendOne(p []byte, flags Flags, crc uint32) (uint64, error) {
 	seq := l.st.next
 	ts := l.stampLocked()
 	if l.disk != nil {
-		if err := l.disk.write(l, seq, ts, flags, crc, p, 1); err != nil {
+		if err := l.disk.write(l, seq, ts, flags, crc, p); err != nil {
 			l.mu.Unlock()
 			return 0, err
 		}

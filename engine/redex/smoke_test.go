@@ -41,3 +41,33 @@ func BenchmarkSmokeAppend32(b *testing.B) {
 		l.Append(p)
 	}
 }
+
+func TestSmokeDisk(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir, SegmentBytes: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := l.Append([]byte("hello world")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.AppendBatch([][]byte{[]byte("x"), []byte("y")})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(Options{Dir: dir, SegmentBytes: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.NextSeq() != 22 {
+		t.Fatal(l.NextSeq())
+	}
+	e, _ := l.Get(21)
+	if string(e.Payload) != "y" {
+		t.Fatal(e)
+	}
+	t.Log(l)
+}
