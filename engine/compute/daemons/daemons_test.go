@@ -62,7 +62,7 @@ func TestSumTumblingWindowEmitsClosedWindow(t *testing.T) {
 		compute.Event{Key: []byte("k"), Time: 10, Payload: []byte(`{"amount":2}`)},
 		compute.Event{Key: []byte("k"), Time: min - 1, Payload: []byte(`{"amount":3.5}`)},
 		compute.Event{Key: []byte("j"), Time: 5, Payload: []byte(`{"amount":1}`)},
-		compute.Event{Key: []byte("k"), Time: min, Payload: []byte(`{"amount":10}`)},   // closes [0,1m)
+		compute.Event{Key: []byte("k"), Time: min, Payload: []byte(`{"amount":10}`)},  // closes [0,1m)
 		compute.Event{Key: []byte("k"), Time: 30, Payload: []byte(`{"amount":100}`)},  // late
 		compute.Event{Key: []byte("k"), Time: min, Payload: []byte(`{"amount":"x"}`)}, // malformed
 	)
