@@ -1,0 +1,189 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+)
+
+const (
+	// HeaderSize is the size of an encoded header.
+	HeaderSize = 64
+	// Magic opens every header ("MS" read as a little-endian uint16).
+	Magic uint16 = 0x534d
+	// Version is the header version this package writes and accepts.
+	Version uint8 = 1
+	// NonceSize is the size of the header's AEAD nonce.
+	NonceSize = 12
+	// FrameLenSize is the size of each event's length prefix.
+	FrameLenSize = 4
+)
+
+// Flags are per-packet bits.
+type Flags uint8
+
+const (
+	// FlagEncrypted: the payload is sealed (ciphertext followed by the tag).
+	FlagEncrypted Flags = 1 << iota
+	// FlagReliable: the sender wants an acknowledgement.
+	FlagReliable
+	// FlagFin: the last packet of a stream.
+	FlagFin
+	// FlagHeartbeat: a keepalive with no events.
+	FlagHeartbeat
+
+	flagsKnown = FlagEncrypted | FlagReliable | FlagFin | FlagHeartbeat
+)
+
+// Subprotocol ids carried in the header.
+const (
+	SubprotocolEvents  uint16 = 0 // payload is event frames
+	SubprotocolControl uint16 = 1 // payload is one control message
+)
+
+// Header errors.
+var (
+	ErrShortHeader        = errors.New("wire: header shorter than 64 bytes")
+	ErrBadMagic           = errors.New("wire: bad header magic")
+	ErrUnsupportedVersion = errors.New("wire: unsupported header version")
+	ErrUnknownFlags       = errors.New("wire: unknown header flags")
+	ErrHopLimit           = errors.New("wire: hop count above hop TTL")
+	ErrEventCount         = errors.New("wire: event count does not fit payload length")
+)
+
+// Header is the fixed 64-byte packet header. Magic and version are implied.
+type Header struct {
+	Flags          Flags
+	Priority       uint8
+	HopTTL         uint8
+	HopCount       uint8
+	FragmentFlags  uint8
+	Subprotocol    uint16
+	ChannelHash    uint16
+	Nonce          [NonceSize]byte
+	SessionID      uint64
+	StreamID       uint64
+	Sequence       uint64
+	OriginHash     uint32
+	SubnetID       uint32
+	FragmentID     uint16
+	FragmentOffset uint16
+	// PayloadLen is the number of bytes after the header (ciphertext and
+	// tag when FlagEncrypted is set).
+	PayloadLen uint16
+	EventCount uint16
+}
+
+// Put writes h into b.
+func (h *Header) Put(b *[HeaderSize]byte) {
+	le := binary.LittleEndian
+	le.PutUint16(b[0:], Magic)
+	b[2] = Version
+	b[3] = byte(h.Flags)
+	b[4] = h.Priority
+	b[5] = h.HopTTL
+	b[6] = h.HopCount
+	b[7] = h.FragmentFlags
+	le.PutUint16(b[8:], h.Subprotocol)
+	le.PutUint16(b[10:], h.ChannelHash)
+	copy(b[12:24], h.Nonce[:])
+	le.PutUint64(b[24:], h.SessionID)
+	le.PutUint64(b[32:], h.StreamID)
+	le.PutUint64(b[40:], h.Sequence)
+	le.PutUint32(b[48:], h.OriginHash)
+	le.PutUint32(b[52:], h.SubnetID)
+	le.PutUint16(b[56:], h.FragmentID)
+	le.PutUint16(b[58:], h.FragmentOffset)
+	le.PutUint16(b[60:], h.PayloadLen)
+	le.PutUint16(b[62:], h.EventCount)
+}
+
+// AppendTo appends the encoded header to dst.
+func (h *Header) AppendTo(dst []byte) []byte {
+	var b [HeaderSize]byte
+	h.Put(&b)
+	return append(dst, b[:]...)
+}
+
+// hopCountOffset is excluded from the AEAD associated data.
+const hopCountOffset = 6
+
+// DecodeHeader parses the first HeaderSize bytes of b (bytes after them are
+// the caller's business; DecodePacket checks them).
+func DecodeHeader(b []byte) (Header, error) {
+	if len(b) < HeaderSize {
+		return Header{}, fmt.Errorf("%w: %d bytes", ErrShortHeader, len(b))
+	}
+	b = b[:HeaderSize]
+	le := binary.LittleEndian
+	if m := le.Uint16(b[0:]); m != Magic {
+		return Header{}, fmt.Errorf("%w: 0x%04x", ErrBadMagic, m)
+	}
+	if b[2] != Version {
+		return Header{}, fmt.Errorf("%w: %d", ErrUnsupportedVersion, b[2])
+	}
+	h := Header{
+		Flags:          Flags(b[3]),
+		Priority:       b[4],
+		HopTTL:         b[5],
+		HopCount:       b[6],
+		FragmentFlags:  b[7],
+		Subprotocol:    le.Uint16(b[8:]),
+		ChannelHash:    le.Uint16(b[10:]),
+		SessionID:      le.Uint64(b[24:]),
+		StreamID:       le.Uint64(b[32:]),
+		Sequence:       le.Uint64(b[40:]),
+		OriginHash:     le.Uint32(b[48:]),
+		SubnetID:       le.Uint32(b[52:]),
+		FragmentID:     le.Uint16(b[56:]),
+		FragmentOffset: le.Uint16(b[58:]),
+		PayloadLen:     le.Uint16(b[60:]),
+		EventCount:     le.Uint16(b[62:]),
+	}
+	copy(h.Nonce[:], b[12:24])
+	if h.Flags&^flagsKnown != 0 {
+		return Header{}, fmt.Errorf("%w: 0x%02x", ErrUnknownFlags, uint8(h.Flags))
+	}
+	if h.HopCount > h.HopTTL {
+		return Header{}, fmt.Errorf("%w: %d > %d", ErrHopLimit, h.HopCount, h.HopTTL)
+	}
+	if err := h.checkEventCount(); err != nil {
+		return Header{}, err
+	}
+	return h, nil
+}
+
+// plainLen is the payload length once any AEAD tag is removed, or -1 when a
+// sealed payload is too short to hold a tag.
+func (h *Header) plainLen() int {
+	n := int(h.PayloadLen)
+	if h.Flags&FlagEncrypted != 0 {
+		n -= TagSize
+	}
+	return n
+}
+
+func (h *Header) checkEventCount() error {
+	n := h.plainLen()
+	if n < 0 {
+		return fmt.Errorf("%w: sealed payload of %d bytes has no room for the tag", ErrEventCount, h.PayloadLen)
+	}
+	if int(h.EventCount)*FrameLenSize > n {
+		return fmt.Errorf("%w: %d events in %d bytes", ErrEventCount, h.EventCount, n)
+	}
+	return nil
+}
+
+// ChannelHash folds a channel name to the header's 16-bit channel hash. It
+// is for fast filtering only; names collide and the channel name itself is
+// authoritative wherever it is carried.
+func ChannelHash(name string) uint16 {
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(name))
+	s := f.Sum32()
+	return uint16(s>>16) ^ uint16(s)
+}
+
+// OriginHash32 is the wire form of a 64-bit origin hash: its low 32 bits.
+func OriginHash32(h uint64) uint32 { return uint32(h) }
