@@ -182,3 +182,37 @@ func (r *Ring[T]) PopBatch(dst []T) int {
 		return n
 	}
 }
+
+// PushBatchFunc is PushBatch for values produced on demand: it claims up to
+// n contiguous slots and fills slot i with f(i), returning how many it
+// claimed. f must not touch the ring.
+func (r *Ring[T]) PushBatchFunc(n int, f func(i int) T) int {
+	if n <= 0 {
+		return 0
+	}
+	for {
+		pos := r.tail.Load()
+		k := 0
+		for k < n && k < len(r.slots) {
+			if r.slots[(pos+uint64(k))&r.mask].seq.Load() != pos+uint64(k) {
+				break
+			}
+			k++
+		}
+		if k == 0 {
+			if r.slots[pos&r.mask].seq.Load() < pos {
+				return 0
+			}
+			continue
+		}
+		if !r.tail.CompareAndSwap(pos, pos+uint64(k)) {
+			continue
+		}
+		for i := 0; i < k; i++ {
+			s := &r.slots[(pos+uint64(i))&r.mask]
+			s.val = f(i)
+			s.seq.Store(pos + uint64(i) + 1)
+		}
+		return k
+	}
+}

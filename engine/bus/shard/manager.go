@@ -54,16 +54,60 @@ type Shard struct {
 	Ring *ring.Ring[adapter.Event]
 
 	state atomic.Uint32
+	// wake is the drain worker's doorbell: producers ring it only while
+	// sleeping is set, so a busy worker costs producers one atomic load.
+	wake     chan struct{}
+	sleeping atomic.Bool
 
 	// Counters written by producers live on their own cache line, away
 	// from the read-mostly fields above.
-	_        [64]byte
+	_ [64]byte
+	// Ingested counts events accepted into the ring.
 	Ingested atomic.Uint64
-	Dropped  atomic.Uint64
-	// Sampled counts Sample-mode admissions, used to pick every n-th event.
-	Sampled atomic.Uint64
-	_       [64 - 24]byte
+	// Evicted counts accepted events later pushed out by DropOldest.
+	Evicted atomic.Uint64
+	// Rejected counts events refused by DropNewest or Sample (never
+	// accepted).
+	Rejected atomic.Uint64
+	// Pressure counts ingests that found the ring full; Sample mode admits
+	// every n-th of them.
+	Pressure atomic.Uint64
+	_        [64 - 32]byte
 }
+
+// Push appends ev to the ring and wakes the drain worker if it sleeps.
+func (s *Shard) Push(ev adapter.Event) bool {
+	if !s.Ring.TryPush(ev) {
+		return false
+	}
+	s.Ingested.Add(1)
+	s.Notify()
+	return true
+}
+
+// Notify wakes the drain worker if it is parked.
+func (s *Shard) Notify() {
+	if s.sleeping.Load() {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Park is called by the drain worker before it waits on Wake: it marks the
+// worker asleep and reports whether the ring is still empty (if not, the
+// worker must not sleep; Unpark and drain again).
+func (s *Shard) Park() (empty bool) {
+	s.sleeping.Store(true)
+	return s.Ring.Len() == 0
+}
+
+// Unpark clears the sleeping mark.
+func (s *Shard) Unpark() { s.sleeping.Store(false) }
+
+// Wake is the drain worker's doorbell.
+func (s *Shard) Wake() <-chan struct{} { return s.wake }
 
 // State returns the shard's current state.
 func (s *Shard) State() State { return State(s.state.Load()) }
@@ -112,7 +156,7 @@ func (m *Manager) Add(id uint16) (*Shard, error) {
 	if len(m.shards) >= m.maxShards {
 		return nil, fmt.Errorf("add shard %d: %d of %d: %w", id, len(m.shards), m.maxShards, ErrBudget)
 	}
-	s := &Shard{ID: id, Ring: ring.New[adapter.Event](m.ringCap)}
+	s := &Shard{ID: id, Ring: ring.New[adapter.Event](m.ringCap), wake: make(chan struct{}, 1)}
 	m.shards[id] = s
 	return s, nil
 }

@@ -1,0 +1,45 @@
+// Package bus is the engine's sharded event bus: producers ingest events,
+// each event lands in one shard's lock-free ring, and per-shard workers
+// batch the rings' contents into the adapter (by default the shard's RedEX
+// log).
+//
+// Per shard there are two goroutines: a drain worker that moves events from
+// the ring into chunks, and a batch worker that assembles chunks into
+// batches (adaptive size between Batch.Min and Batch.Max, dispatched when
+// full or when the oldest event has waited Batch.MaxDelay) and calls
+// Adapter.OnBatch, retrying transient errors with jittered exponential
+// backoff (RetryBackoff) and recording the reason of every attempt.
+//
+// Invariants (pinned by tests named after them):
+//
+//   - Every ingest returns the shard and timestamp, or a typed error:
+//     ErrBackpressure (ring full, nothing was accepted; retry later),
+//     ErrSampled (dropped by the Sample policy; do not retry), ErrUnrouted
+//     (no routable shard; retry once the topology settles), ErrClosed.
+//   - Backpressure modes: DropOldest evicts the oldest event and accepts
+//     the new one; DropNewest refuses the new one (ErrBackpressure, counted
+//     dropped); FailProducer refuses it without counting a drop (the
+//     producer still owns it); Sample(n) admits every n-th event under
+//     pressure by evicting the oldest and refuses the rest with ErrSampled.
+//   - Accounting: every accepted event is eventually dispatched, or counted
+//     in Stats.EventsDropped (evicted, given up after retries, or lost to a
+//     shutdown deadline). Nothing disappears uncounted.
+//   - Removing a shard drains it, stops its workers, then dispatches the
+//     events left stranded in its ring by producers that had routed to it
+//     before it drained (they count as dispatched).
+//   - An aborted activation awaits the shard's batch worker for at most
+//     2×AdapterTimeout so the batch it holds is dispatched, not dropped;
+//     only if the worker is still parked after that are its events counted
+//     as dropped.
+//   - Shutdown stops admission, then waits until it observes zero in-flight
+//     ingests on two consecutive passes (a single zero can race with a
+//     producer that passed the closing check but has not pushed yet), then
+//     drains every shard. If the deadline forces it to abandon events,
+//     Close returns an error wrapping ErrLossyShutdown, Stats reports
+//     ShutdownWasLossy and the count is in EventsDropped.
+//   - The in-flight counter is 64-bit, so no producer count can wrap it.
+//   - Ingest timestamps are nanoseconds from a monotonic baseline captured
+//     when the bus is created (never a hard-coded zero), never decreasing.
+//   - Flush returns once every event accepted before the call has been
+//     dispatched or counted as dropped, then flushes the adapter.
+package bus
