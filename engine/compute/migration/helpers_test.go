@@ -24,7 +24,7 @@ type plan struct {
 	failRestore  bool
 	failSeq      map[uint64]bool // fail once
 	stuck        map[uint64]bool // fail every time
-	calls        []uint64 // Process calls, in order, including failed ones
+	calls        []uint64        // Process calls, in order, including failed ones
 }
 
 func (p *plan) takeSnapshotFault() bool {

@@ -182,7 +182,10 @@ var failureCases = []failureCase{
 	{"snapshot fails on source", func(c *cluster) { c.nodes["a"].plan.failSnapshot = true },
 		migration.PhaseSnapshot, migration.ReasonStateFailed},
 	{"chunk lost in transfer", func(c *cluster) {
-		dropOnce(c, func(m migration.Message) bool { ch, ok := m.(*migration.SnapshotChunk); return ok && ch.Index == 0 && ch.Total > 1 }, memnet.DropRequest)
+		dropOnce(c, func(m migration.Message) bool {
+			ch, ok := m.(*migration.SnapshotChunk)
+			return ok && ch.Index == 0 && ch.Total > 1
+		}, memnet.DropRequest)
 	}, migration.PhaseTransfer, migration.ReasonTransportFailed},
 	{"restore fails on target", func(c *cluster) { c.nodes["b"].plan.failRestore = true },
 		migration.PhaseRestore, migration.ReasonStateFailed},
@@ -338,4 +341,3 @@ func TestMigrationNextSeqOverflowSaturatesOnTarget(t *testing.T) {
 		t.Fatalf("seq 0 after max: %v, want refused (no wrap)", err)
 	}
 }
-

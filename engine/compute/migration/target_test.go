@@ -1,0 +1,198 @@
+package migration_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+
+	"github.com/purplerain/mesh-operator/engine/compute"
+	"github.com/purplerain/mesh-operator/engine/compute/migration"
+)
+
+// restoreOnTarget sends a one-chunk snapshot of a fresh daemon of kind at
+// cursor start to node b's target and returns the reply.
+func restoreOnTarget(t *testing.T, c *cluster, kind string, start compute.Cursor) migration.Message {
+	t.Helper()
+	snap := &compute.Snapshot{Daemon: "d1", Kind: kind, Cursor: start}
+	d, _ := c.nodes["b"].kinds.New(kind, "d1", nil)
+	st, _ := d.Snapshot()
+	snap.State = st
+	return c.nodes["b"].target.HandleChunk("a", &migration.SnapshotChunk{Daemon: "d1", Index: 0, Total: 1, Data: snap.Encode()})
+}
+
+func evRange(from, to uint64) []compute.Event {
+	var out []compute.Event
+	for s := from; s < to; s++ {
+		out = append(out, compute.Event{Seq: s, Payload: []byte{byte(s)}})
+	}
+	return out
+}
+
+// Release note "Lost events on partial replay failure" (drain_pending) and
+// its test-hygiene item: when a delivery fails mid-drain the undelivered
+// tail is kept and the next drain resumes from it, and the delivered prefix
+// is NOT redelivered.
+func TestDrainPendingLostEventsOnPartialReplayFailure(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	tg, p := c.nodes["b"].target, c.nodes["b"].plan
+	if _, ok := restoreOnTarget(t, c, "chain", compute.CursorAt(0)).(*migration.RestoreComplete); !ok {
+		t.Fatal("restore failed")
+	}
+	p.failSeq[5] = true
+
+	reply := tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: evRange(0, 10)})
+	if f, ok := reply.(*migration.Failed); !ok || f.Reason != migration.ReasonStateFailed {
+		t.Fatalf("reply %#v, want Failed(StateFailed)", reply)
+	}
+	cur, _ := tg.Cursor("d1")
+	if cur.Next() != 5 {
+		t.Fatalf("cursor %d after failure at 5, want the prefix 0..4 applied", cur.Next())
+	}
+	if got, want := tg.Pending("d1"), []uint64{5, 6, 7, 8, 9}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("pending tail %v, want %v (tail kept)", got, want)
+	}
+
+	// The next drain (an empty batch) resumes at the failed event.
+	reply = tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1"})
+	if rc, ok := reply.(*migration.ReplayComplete); !ok || rc.Next != 10 {
+		t.Fatalf("reply %#v, want ReplayComplete at 10", reply)
+	}
+	if got, want := p.Calls(), []uint64{0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Process calls %v, want %v (prefix not redelivered, tail resumed)", got, want)
+	}
+	if len(tg.Pending("d1")) != 0 {
+		t.Fatal("pending not empty after resume")
+	}
+	// The state equals applying 0..9 once each, in order.
+	h := compute.NewHost("ref", "chain", nil, mustNew(t, "chain"), compute.CursorAt(0), compute.HostConfig{})
+	deliverAll(t, h, evRange(0, 10))
+	want, _ := h.Snapshot()
+	got := snapshotOnTarget(t, c, "d1")
+	if !bytes.Equal(got, want.State) {
+		t.Fatal("target state differs from applying each event exactly once")
+	}
+}
+
+func mustNew(t *testing.T, kind string) compute.MeshDaemon {
+	d, err := kinds(t, &plan{}).New(kind, "x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func snapshotOnTarget(t *testing.T, c *cluster, id string) []byte {
+	t.Helper()
+	tg := c.nodes["b"].target
+	cur, _ := tg.Cursor(id)
+	if reply := tg.HandleCutover(&migration.Cutover{Daemon: id, Next: cur.Next(), Exhausted: cur.Exhausted()}); reply == nil {
+		t.Fatal("no cutover reply")
+	}
+	if _, ok := tg.HandleActivate(&migration.Activate{Daemon: id}).(*migration.ActivateAck); !ok {
+		t.Fatal("activate failed")
+	}
+	h, err := c.nodes["b"].hosts.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.State
+}
+
+func TestTargetReplaysStrictlyInSeqOrder(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	tg, p := c.nodes["b"].target, c.nodes["b"].plan
+	restoreOnTarget(t, c, "chain", compute.CursorAt(100))
+	evs := evRange(100, 106)
+	tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: []compute.Event{evs[3], evs[5], evs[1]}})
+	if len(p.Calls()) != 0 {
+		t.Fatalf("applied %v before seq 100 arrived", p.Calls())
+	}
+	tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: []compute.Event{evs[0], evs[2], evs[0]}})
+	if got, want := p.Calls(), []uint64{100, 101, 102, 103}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	if got := tg.Pending("d1"); !reflect.DeepEqual(got, []uint64{105}) {
+		t.Fatalf("pending %v, want [105] (waiting for 104)", got)
+	}
+	// Stale events (already applied) are dropped, not reapplied.
+	tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: []compute.Event{evs[1], evs[4]}})
+	if got, want := p.Calls(), []uint64{100, 101, 102, 103, 104, 105}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+}
+
+func TestTargetDrainSaturatesAtMaxSeq(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	tg, p := c.nodes["b"].target, c.nodes["b"].plan
+	restoreOnTarget(t, c, "chain", compute.CursorAt(math.MaxUint64-1))
+	reply := tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: []compute.Event{
+		{Seq: 0}, {Seq: math.MaxUint64}, {Seq: math.MaxUint64 - 1},
+	}})
+	rc, ok := reply.(*migration.ReplayComplete)
+	if !ok || rc.Next != math.MaxUint64 || !rc.Exhausted {
+		t.Fatalf("reply %#v, want saturated cursor", reply)
+	}
+	if got, want := p.Calls(), []uint64{math.MaxUint64 - 1, math.MaxUint64}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("applied %v, want %v (seq 0 must not follow max)", got, want)
+	}
+	if len(tg.Pending("d1")) != 0 {
+		t.Fatalf("pending %v", tg.Pending("d1"))
+	}
+}
+
+func TestTargetHandlersTolerateResends(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	tg := c.nodes["b"].target
+	restoreOnTarget(t, c, "chain", compute.CursorAt(0))
+	tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: evRange(0, 3)})
+	if _, ok := tg.HandleCutover(&migration.Cutover{Daemon: "d1", Next: 2}).(*migration.Failed); !ok {
+		t.Fatal("cutover at a cursor the target is not at was accepted")
+	}
+	for i := 0; i < 2; i++ {
+		if _, ok := tg.HandleCutover(&migration.Cutover{Daemon: "d1", Next: 3}).(*migration.ReplayComplete); !ok {
+			t.Fatalf("cutover resend %d refused", i)
+		}
+	}
+	// A BufferedEvents resend after cutover must not reopen replay.
+	reply := tg.HandleEvents(&migration.BufferedEvents{Daemon: "d1", Events: evRange(3, 4)})
+	if rc, ok := reply.(*migration.ReplayComplete); !ok || rc.Next != 3 {
+		t.Fatalf("post-cutover events reply %#v, want ReplayComplete at 3 (not applied)", reply)
+	}
+	a1 := tg.HandleActivate(&migration.Activate{Daemon: "d1"})
+	a2 := tg.HandleActivate(&migration.Activate{Daemon: "d1"})
+	if !reflect.DeepEqual(a1, a2) {
+		t.Fatalf("activate resend %#v != %#v", a2, a1)
+	}
+	if ack, ok := a1.(*migration.ActivateAck); !ok || ack.Next != 3 {
+		t.Fatalf("ack %#v", a1)
+	}
+	tg.HandleCleanup(&migration.Cleanup{Daemon: "d1"})
+	if _, ok := tg.Phase("d1"); ok {
+		t.Fatal("record kept after cleanup")
+	}
+	if _, err := c.nodes["b"].hosts.Get("d1"); err != nil {
+		t.Fatalf("activated daemon gone after cleanup: %v", err)
+	}
+}
+
+func TestMalformedRequestGetsFailedReply(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	n := &migration.Node{Target: c.nodes["b"].target}
+	reply, err := migration.Decode(n.Handle(context.Background(), "a", []byte{0xee, 1, 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := reply.(*migration.Failed); !ok || f.Reason != migration.ReasonStateFailed {
+		t.Fatalf("reply %#v", reply)
+	}
+	if _, err := migration.Decode([]byte{0xee}); !errors.Is(err, migration.ErrMalformed) {
+		t.Fatalf("decode: %v", err)
+	}
+}
