@@ -59,18 +59,23 @@ type Bus struct {
 	workers map[uint16]*worker
 	nextID  int
 
-	stats      counters
+	stats counters
 	// removedIngested/removedDropped keep removed shards' ring counters
 	// in the totals.
 	removedIngested atomic.Uint64
 	removedDropped  atomic.Uint64
-	lossy      atomic.Bool
-	closeOnce  sync.Once
-	closeErr   error
-	monitorWG  sync.WaitGroup
-	stopMon    chan struct{}
-	scaleState shard.ScalingState
-	windows    map[uint16]*shard.Window
+	lossy           atomic.Bool
+	closeOnce       sync.Once
+	closeErr        error
+	monitorWG       sync.WaitGroup
+	stopMon         chan struct{}
+	scaleState      shard.ScalingState
+	windows         map[uint16]*shard.Window
+
+	// hookWorkersStopped lets tests act between a removed shard's workers
+	// exiting and its ring being emptied (where late producers strand
+	// events).
+	hookWorkersStopped func(id uint16)
 }
 
 type counters struct {

@@ -121,6 +121,9 @@ func (b *Bus) removeShardLocked(ctx context.Context, id uint16) error {
 		return fmt.Errorf("remove shard %d: %w", id, ctx.Err())
 	}
 	delete(b.workers, id)
+	if b.hookWorkersStopped != nil {
+		b.hookWorkersStopped(id)
+	}
 	if err := b.mgr.Stop(id); err != nil {
 		return err
 	}
