@@ -323,4 +323,3 @@ func TestConcurrentAppendersGetDenseDistinctSeqs(t *testing.T) {
 		}
 	}
 }
-
