@@ -25,6 +25,13 @@
 //     clamps a zero TTL to one second (the Net v0.9 behaviour) and still
 //     rejects a negative one.
 //
+// Tokens are bearer credentials: the subject key names who the grant is
+// for, but presenting the header proves only possession of the header. Keep
+// TTLs short and carry tokens only over authenticated, encrypted channels
+// (TLS for the admin API, sealed packets for replication). A caller that
+// also knows the peer's key (mTLS, a session handshake) should compare it
+// with Token.Subject.
+//
 // Tokens serialize to a compact binary form and, for HTTP headers, to
 // unpadded base64url (EncodeHeader / ParseHeader); the header value carries
 // the whole delegation chain, root first.

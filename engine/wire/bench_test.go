@@ -18,6 +18,18 @@ func BenchmarkHeaderEncode(b *testing.B) {
 	}
 }
 
+func BenchmarkHeaderDecodeInto(b *testing.B) {
+	h := sampleHeader()
+	enc := h.AppendTo(nil)
+	var out Header
+	for b.Loop() {
+		if err := out.Decode(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sinkHeader = out
+}
+
 func BenchmarkHeaderDecode(b *testing.B) {
 	h := sampleHeader()
 	enc := h.AppendTo(nil)

@@ -112,46 +112,51 @@ const hopCountOffset = 6
 // DecodeHeader parses the first HeaderSize bytes of b (bytes after them are
 // the caller's business; DecodePacket checks them).
 func DecodeHeader(b []byte) (Header, error) {
+	var h Header
+	if err := h.Decode(b); err != nil {
+		return Header{}, err
+	}
+	return h, nil
+}
+
+// Decode is DecodeHeader into h, for callers that reuse a Header. On error
+// h is left in an unspecified state.
+func (h *Header) Decode(b []byte) error {
 	if len(b) < HeaderSize {
-		return Header{}, fmt.Errorf("%w: %d bytes", ErrShortHeader, len(b))
+		return fmt.Errorf("%w: %d bytes", ErrShortHeader, len(b))
 	}
 	b = b[:HeaderSize]
 	le := binary.LittleEndian
 	if m := le.Uint16(b[0:]); m != Magic {
-		return Header{}, fmt.Errorf("%w: 0x%04x", ErrBadMagic, m)
+		return fmt.Errorf("%w: 0x%04x", ErrBadMagic, m)
 	}
 	if b[2] != Version {
-		return Header{}, fmt.Errorf("%w: %d", ErrUnsupportedVersion, b[2])
+		return fmt.Errorf("%w: %d", ErrUnsupportedVersion, b[2])
 	}
-	h := Header{
-		Flags:          Flags(b[3]),
-		Priority:       b[4],
-		HopTTL:         b[5],
-		HopCount:       b[6],
-		FragmentFlags:  b[7],
-		Subprotocol:    le.Uint16(b[8:]),
-		ChannelHash:    le.Uint16(b[10:]),
-		SessionID:      le.Uint64(b[24:]),
-		StreamID:       le.Uint64(b[32:]),
-		Sequence:       le.Uint64(b[40:]),
-		OriginHash:     le.Uint32(b[48:]),
-		SubnetID:       le.Uint32(b[52:]),
-		FragmentID:     le.Uint16(b[56:]),
-		FragmentOffset: le.Uint16(b[58:]),
-		PayloadLen:     le.Uint16(b[60:]),
-		EventCount:     le.Uint16(b[62:]),
-	}
-	copy(h.Nonce[:], b[12:24])
+	h.Flags = Flags(b[3])
+	h.Priority = b[4]
+	h.HopTTL = b[5]
+	h.HopCount = b[6]
+	h.FragmentFlags = b[7]
+	h.Subprotocol = le.Uint16(b[8:])
+	h.ChannelHash = le.Uint16(b[10:])
+	h.Nonce = [NonceSize]byte(b[12:24])
+	h.SessionID = le.Uint64(b[24:])
+	h.StreamID = le.Uint64(b[32:])
+	h.Sequence = le.Uint64(b[40:])
+	h.OriginHash = le.Uint32(b[48:])
+	h.SubnetID = le.Uint32(b[52:])
+	h.FragmentID = le.Uint16(b[56:])
+	h.FragmentOffset = le.Uint16(b[58:])
+	h.PayloadLen = le.Uint16(b[60:])
+	h.EventCount = le.Uint16(b[62:])
 	if h.Flags&^flagsKnown != 0 {
-		return Header{}, fmt.Errorf("%w: 0x%02x", ErrUnknownFlags, uint8(h.Flags))
+		return fmt.Errorf("%w: 0x%02x", ErrUnknownFlags, uint8(h.Flags))
 	}
 	if h.HopCount > h.HopTTL {
-		return Header{}, fmt.Errorf("%w: %d > %d", ErrHopLimit, h.HopCount, h.HopTTL)
+		return fmt.Errorf("%w: %d > %d", ErrHopLimit, h.HopCount, h.HopTTL)
 	}
-	if err := h.checkEventCount(); err != nil {
-		return Header{}, err
-	}
-	return h, nil
+	return h.checkEventCount()
 }
 
 // plainLen is the payload length once any AEAD tag is removed, or -1 when a

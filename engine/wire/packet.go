@@ -38,6 +38,12 @@ var (
 	ErrBadMaxPayload = errors.New("wire: max payload out of range")
 )
 
+// TODO(issue 5): fragmentation. The header carries fragment id, offset and
+// flags, but nothing here splits an event larger than one payload across
+// packets or reassembles it; such an event is refused with ErrEventTooLarge.
+// Replication and the data API must keep events within MaxPlainPayload
+// until a fragmenter exists.
+
 // Builder packs events into one packet's payload. It refuses, never
 // truncates: an event that does not fit is rejected with ErrPacketFull and
 // the caller starts a new packet.
