@@ -86,17 +86,30 @@ func (w *ReplayWindow) commit(seq uint64) (cleared *jump, err error) {
 			clear(w.bits)
 			cleared = &jump{from: w.highest, to: seq}
 		} else {
-			// Forget the slots the window slides past.
-			for s := w.highest + 1; s < seq; s++ {
-				word, mask := w.bit(s)
-				w.bits[word] &^= mask
-			}
+			w.clearRange(w.highest+1, seq)
 		}
 		w.highest = seq
 	}
 	word, mask := w.bit(seq)
 	w.bits[word] |= mask
 	return cleared, nil
+}
+
+// clearRange forgets the slots of sequences [from, to), which the window
+// slides past; to-from is below the window size. Whole words are cleared at
+// once so a jump costs O(words), not O(sequences).
+func (w *ReplayWindow) clearRange(from, to uint64) {
+	for from < to {
+		i := from % w.size
+		word, bit := i/64, i%64
+		n := min(64-bit, to-from) // bits to clear in this word
+		var mask uint64 = ^uint64(0)
+		if n < 64 {
+			mask = (uint64(1)<<n - 1) << bit
+		}
+		w.bits[word] &^= mask
+		from += n
+	}
 }
 
 // ReplayGuard keeps one ReplayWindow per peer. It is safe for concurrent

@@ -180,3 +180,28 @@ func TestReplayGuardConcurrentCommitsAcceptEachOnce(t *testing.T) {
 		t.Fatalf("accepted %d commits of 1000 distinct numbers from 4 racers, want exactly 1000", accepted)
 	}
 }
+
+// clearRange must clear exactly the slots the window slides past, across
+// word boundaries and the ring's wrap-around, and nothing else.
+func TestReplayClearRangeMatchesBitByBit(t *testing.T) {
+	for _, c := range []struct{ from, to uint64 }{{3, 5}, {60, 70}, {0, 64}, {1, 127}, {100, 100 + 127}, {250, 260}, {64, 128}} {
+		w := NewReplayWindow(128)
+		for i := range w.bits {
+			w.bits[i] = ^uint64(0)
+		}
+		w.clearRange(c.from, c.to)
+		for s := uint64(0); s < 128; s++ {
+			word, mask := w.bit(s)
+			set := w.bits[word]&mask != 0
+			inRange := false
+			for x := c.from; x < c.to; x++ {
+				if x%128 == s {
+					inRange = true
+				}
+			}
+			if set == inRange {
+				t.Fatalf("clearRange(%d, %d): slot %d set=%v", c.from, c.to, s, set)
+			}
+		}
+	}
+}
