@@ -14,14 +14,14 @@ type ChangeEvent struct {
 
 // ChangeStream is a subscription to successfully folded seqs.
 type ChangeStream struct {
-	b        *broadcast
-	withLag  bool
-	mu       sync.Mutex
-	buf      []uint64 // ring of pending seqs
-	head, n  int
-	lagged   uint64
-	err      error         // terminal error once set
-	wake     chan struct{} // capacity 1: "something changed"
+	b       *broadcast
+	withLag bool
+	mu      sync.Mutex
+	buf     []uint64 // ring of pending seqs
+	head, n int
+	lagged  uint64
+	err     error         // terminal error once set
+	wake    chan struct{} // capacity 1: "something changed"
 }
 
 type broadcast struct {

@@ -27,7 +27,9 @@ type FoldError struct {
 	Err error
 }
 
-func (e *FoldError) Error() string { return fmt.Sprintf("cortex: fold of seq %d failed: %v", e.Seq, e.Err) }
+func (e *FoldError) Error() string {
+	return fmt.Sprintf("cortex: fold of seq %d failed: %v", e.Seq, e.Err)
+}
 func (e *FoldError) Unwrap() error { return e.Err }
 
 // StartPosition says where a driver begins folding.
