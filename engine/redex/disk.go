@@ -25,8 +25,9 @@ type segFile interface {
 
 // testHooks injects faults and a ticker for the interval fsync worker.
 type testHooks struct {
-	wrap func(f segFile) segFile
-	tick <-chan time.Time
+	wrap   func(f segFile) segFile
+	tick   <-chan time.Time
+	ticked func() // called after each tick is handled
 }
 
 const (
@@ -412,6 +413,9 @@ func (d *diskLog) startWorker(l *Log) {
 					}
 				}
 				l.mu.Unlock()
+				if d.hooks != nil && d.hooks.ticked != nil {
+					d.hooks.ticked()
+				}
 			}
 		}
 	}()

@@ -20,12 +20,21 @@ type faultControl struct {
 	syncErr  error
 	syncs    int
 	tick     chan time.Time
+	ticked   chan struct{}
+}
+
+// tickAndWait fires the interval worker once and waits until it is done.
+func (c *faultControl) tickAndWait() {
+	c.tick <- time.Now()
+	<-c.ticked
 }
 
 func (c *faultControl) hooks() *testHooks {
 	h := &testHooks{wrap: func(f segFile) segFile { return &faultFile{segFile: f, c: c} }}
 	if c.tick != nil {
 		h.tick = c.tick
+		c.ticked = make(chan struct{})
+		h.ticked = func() { c.ticked <- struct{}{} }
 	}
 	return h
 }
@@ -293,8 +302,7 @@ func TestDiskFsyncIntervalSyncsOnTickWhenDirty(t *testing.T) {
 	l := openDiskT(t, Options{Dir: t.TempDir(), Fsync: Interval(time.Hour), hooks: ctl.hooks()})
 	defer l.Close()
 	base := ctl.syncCount()
-	ctl.tick <- time.Now()
-	ctl.tick <- time.Now() // the second send returns once the first tick is handled
+	ctl.tickAndWait()
 	if ctl.syncCount() != base {
 		t.Fatal("interval worker synced a clean segment")
 	}
@@ -302,8 +310,7 @@ func TestDiskFsyncIntervalSyncsOnTickWhenDirty(t *testing.T) {
 	if ctl.syncCount() != base {
 		t.Fatal("Interval policy synced on the append path")
 	}
-	ctl.tick <- time.Now()
-	ctl.tick <- time.Now()
+	ctl.tickAndWait()
 	if ctl.syncCount() != base+1 {
 		t.Fatalf("interval worker synced %d times, want 1", ctl.syncCount()-base)
 	}
@@ -360,8 +367,7 @@ func TestDiskIntervalFsyncErrorSurfacesOnNextAppend(t *testing.T) {
 	mustAppend(t, l, "x")
 	injected := errors.New("injected fsync failure")
 	ctl.setSyncErr(injected)
-	ctl.tick <- time.Now()
-	ctl.tick <- time.Now()
+	ctl.tickAndWait()
 	if _, err := l.Append([]byte("y")); !errors.Is(err, injected) {
 		t.Fatalf("append after background fsync failure: %v", err)
 	}
