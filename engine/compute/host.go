@@ -20,6 +20,10 @@ type HostConfig struct {
 	// Store receives periodic snapshots; nil keeps only the latest in memory
 	// (see Host.LastSnapshot).
 	Store SnapshotStore
+	// Sparse accepts any seq after the cursor, for daemons fed a subset of
+	// a shard's events (replica-group members). Already-applied seqs are
+	// still refused, so nothing is applied twice or out of order.
+	Sparse bool
 }
 
 // Host owns one daemon, applies events to it in seq order and tracks the
@@ -118,7 +122,7 @@ func (h *Host) Deliver(ev Event) ([][]byte, error) {
 		h.exec.Unlock()
 		return nil, ErrFenced
 	}
-	if !h.cursor.Accepts(ev.Seq) {
+	if !h.cursor.Accepts(ev.Seq) && (!h.cfg.Sparse || h.cursor.Stale(ev.Seq)) {
 		stale := h.cursor.Stale(ev.Seq)
 		next := h.cursor.next
 		h.exec.Unlock()

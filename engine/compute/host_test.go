@@ -453,3 +453,18 @@ func TestFeedAppliesLogInOrderAndTracksThroughSeq(t *testing.T) {
 		t.Fatalf("total %d cursor %d snapshots %d", d.total, h.Cursor().Next(), h.SnapshotsTaken())
 	}
 }
+
+func TestSparseHostAcceptsGapsButNotDuplicates(t *testing.T) {
+	h := NewHost("d", "sum", nil, &sumDaemon{}, CursorAt(0), HostConfig{Sparse: true})
+	for _, s := range []uint64{3, 7, 8} {
+		if _, err := h.Deliver(ev(s)); err != nil {
+			t.Fatalf("sparse deliver %d: %v", s, err)
+		}
+	}
+	if _, err := h.Deliver(ev(5)); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("seq 5 after 8: %v, want ErrDuplicate", err)
+	}
+	if h.Cursor().Next() != 9 {
+		t.Fatalf("cursor %d", h.Cursor().Next())
+	}
+}
