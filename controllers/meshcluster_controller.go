@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/controllers/resources"
+	"github.com/purplerain/mesh-operator/controllers/status"
+)
+
+// MeshClusterReconciler reconciles a MeshCluster into its children and
+// status. Reconcile is one linear pass that calls one function per
+// concern; each concern lives in its own reconcile_*.go file.
+type MeshClusterReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one MeshCluster's children in line with its spec and
+// records what it saw in status. It writes nothing when nothing changed.
+func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+
+	mc := &meshv1.MeshCluster{}
+	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if mc.DeletionTimestamp != nil {
+		// Children carry owner references; the garbage collector removes
+		// them. TODO(issue 8): finalizer that waits for pods and applies
+		// pvcRetention.
+		return ctrl.Result{}, nil
+	}
+
+	obs := status.Observation{Cluster: mc}
+	var err error
+	if mc.IsPaused() {
+		logger.V(1).Info("paused: observing only")
+		obs.StatefulSet, err = r.observeStatefulSet(ctx, mc)
+	} else {
+		err = r.reconcileChildren(ctx, mc, &obs)
+	}
+	obs.ReconcileError = err
+
+	if statusErr := r.updateStatus(ctx, mc, obs); statusErr != nil {
+		err = errors.Join(err, statusErr)
+	}
+	return ctrl.Result{}, err
+}
+
+// reconcileChildren creates or updates every child, in dependency order:
+// the configuration before the pods that read it.
+func (r *MeshClusterReconciler) reconcileChildren(ctx context.Context, mc *meshv1.MeshCluster, obs *status.Observation) error {
+	cm, err := r.reconcileConfigMap(ctx, mc)
+	if err != nil {
+		return err
+	}
+	if err := r.reconcileServices(ctx, mc); err != nil {
+		return err
+	}
+	sts, err := r.reconcileStatefulSet(ctx, mc, resources.ConfigHash(cm), obs)
+	if err != nil {
+		return err
+	}
+	obs.StatefulSet = sts
+	return r.reconcilePodDisruptionBudget(ctx, mc)
+}
+
+func (r *MeshClusterReconciler) observeStatefulSet(ctx context.Context, mc *meshv1.MeshCluster) (*appsv1.StatefulSet, error) {
+	sts := &appsv1.StatefulSet{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resources.StatefulSetName(mc)}, sts)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get StatefulSet: %w", err)
+	}
+	return sts, nil
+}
+
+// updateStatus writes the computed status only when it differs from the
+// stored one, so a steady cluster makes no API writes.
+func (r *MeshClusterReconciler) updateStatus(ctx context.Context, mc *meshv1.MeshCluster, obs status.Observation) error {
+	selector, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: resources.SelectorLabels(mc)})
+	if err != nil {
+		return fmt.Errorf("build selector: %w", err)
+	}
+	next := status.Compute(obs, selector.String())
+	if equality.Semantic.DeepEqual(mc.Status, next) {
+		return nil
+	}
+	patch := client.MergeFrom(mc.DeepCopy())
+	mc.Status = next
+	if err := r.Status().Patch(ctx, mc, patch); err != nil {
+		return fmt.Errorf("update status: %w", err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler and the children it watches.
+func (r *MeshClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&meshv1.MeshCluster{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Named("meshcluster").
+		Complete(r)
+}

@@ -1,0 +1,222 @@
+// Package config is the mesh-node configuration: the file the operator
+// renders into each cluster's ConfigMap and every node reads at start.
+//
+// The operator builds a Config from the MeshCluster spec; a node loads it
+// with Load, which rejects an invalid file with an error naming the field.
+// Per-pod values (node name, addresses) come from flags or the environment,
+// not from this shared file. The package imports no Kubernetes code so the
+// node stays free of it.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// FileName is the name of the configuration file inside the mounted
+// ConfigMap.
+const FileName = "node.json"
+
+// Ports every node listens on.
+const (
+	AdminPort = 9440 // admin API: health, readiness, metrics, status, topology
+	DataPort  = 9441 // data API over HTTP/JSON
+	WirePort  = 9442 // data and replication API over the binary wire codec
+)
+
+// Config is the cluster-wide node configuration.
+type Config struct {
+	// Cluster is the MeshCluster name.
+	Cluster string `json:"cluster"`
+	// Shards is the number of base shards.
+	Shards int `json:"shards"`
+	// AckPolicy is "Leader" or "Standby".
+	AckPolicy string `json:"ackPolicy"`
+	// Lease is how long an owner accepts writes without a topology push.
+	Lease Duration `json:"lease"`
+	// Retention bounds each shard's log; zero values mean unbounded.
+	Retention Retention `json:"retention"`
+	// Storage is where shard logs live.
+	Storage Storage `json:"storage"`
+	// Adapter optionally mirrors shards to an external system.
+	Adapter *Adapter `json:"adapter,omitempty"`
+	// Daemons run on the shards they select.
+	Daemons []Daemon `json:"daemons,omitempty"`
+}
+
+// Retention bounds a shard's log.
+type Retention struct {
+	MaxEvents int64    `json:"maxEvents,omitempty"`
+	MaxBytes  int64    `json:"maxBytes,omitempty"`
+	MaxAge    Duration `json:"maxAge,omitempty"`
+}
+
+// Storage is where shard logs live.
+type Storage struct {
+	// Mode is "Memory" or "Disk".
+	Mode string `json:"mode"`
+	// Dir is the data directory (Disk mode).
+	Dir string `json:"dir,omitempty"`
+	// Fsync is "Never", "EveryN" or "Interval".
+	Fsync         string   `json:"fsync"`
+	FsyncEveryN   int      `json:"fsyncEveryN,omitempty"`
+	FsyncInterval Duration `json:"fsyncInterval,omitempty"`
+}
+
+// Adapter mirrors shards to an external system.
+type Adapter struct {
+	// Type is "JetStream" or "Redis".
+	Type   string `json:"type"`
+	URL    string `json:"url"`
+	Prefix string `json:"prefix"`
+	// CredentialsDir holds the mounted credential Secret, if any.
+	CredentialsDir string `json:"credentialsDir,omitempty"`
+}
+
+// Daemon declares a daemon.
+type Daemon struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// Shards are the base shards the daemon runs on; empty means all.
+	Shards []int             `json:"shards,omitempty"`
+	Config map[string]string `json:"config,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("2s").
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"2s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// FieldError names the configuration field that is wrong.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate checks the configuration and returns every problem found, each a
+// *FieldError.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.Cluster == "" {
+		bad("cluster", "must not be empty")
+	}
+	if c.Shards < 1 || c.Shards > 65535 {
+		bad("shards", "must be between 1 and 65535, got %d", c.Shards)
+	}
+	if c.AckPolicy != "Leader" && c.AckPolicy != "Standby" {
+		bad("ackPolicy", "must be Leader or Standby, got %q", c.AckPolicy)
+	}
+	if c.Lease.Duration <= 0 {
+		bad("lease", "must be positive, got %s", c.Lease.Duration)
+	}
+	if c.Retention.MaxEvents < 0 {
+		bad("retention.maxEvents", "must not be negative")
+	}
+	if c.Retention.MaxBytes < 0 {
+		bad("retention.maxBytes", "must not be negative")
+	}
+	if c.Retention.MaxAge.Duration < 0 {
+		bad("retention.maxAge", "must not be negative")
+	}
+	switch c.Storage.Mode {
+	case "Memory":
+	case "Disk":
+		if c.Storage.Dir == "" {
+			bad("storage.dir", "is required in Disk mode")
+		}
+	default:
+		bad("storage.mode", "must be Memory or Disk, got %q", c.Storage.Mode)
+	}
+	switch c.Storage.Fsync {
+	case "Never":
+	case "EveryN":
+		if c.Storage.FsyncEveryN < 1 {
+			bad("storage.fsyncEveryN", "must be at least 1 when fsync is EveryN")
+		}
+	case "Interval":
+		if c.Storage.FsyncInterval.Duration <= 0 {
+			bad("storage.fsyncInterval", "must be positive when fsync is Interval")
+		}
+	default:
+		bad("storage.fsync", "must be Never, EveryN or Interval, got %q", c.Storage.Fsync)
+	}
+	if a := c.Adapter; a != nil {
+		if a.Type != "JetStream" && a.Type != "Redis" {
+			bad("adapter.type", "must be JetStream or Redis, got %q", a.Type)
+		}
+		if a.URL == "" {
+			bad("adapter.url", "must not be empty")
+		}
+	}
+	seen := map[string]bool{}
+	for i, d := range c.Daemons {
+		field := fmt.Sprintf("daemons[%d]", i)
+		if d.Name == "" {
+			bad(field+".name", "must not be empty")
+		} else if seen[d.Name] {
+			bad(field+".name", "duplicate daemon name %q", d.Name)
+		}
+		seen[d.Name] = true
+		if d.Kind == "" {
+			bad(field+".kind", "must not be empty")
+		}
+		for j, s := range d.Shards {
+			if s < 0 || s >= c.Shards {
+				bad(fmt.Sprintf("%s.shards[%d]", field, j), "shard %d is not a base shard (0..%d)", s, c.Shards-1)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Parse decodes and validates a configuration. Unknown fields are errors,
+// so a typo does not silently fall back to a default.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("decode node config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid node config: %w", err)
+	}
+	return &c, nil
+}
+
+// Load reads, decodes and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read node config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
