@@ -215,11 +215,8 @@ func (t *Target) HandleEvents(m *BufferedEvents) Message {
 		}
 		return failed(m.Daemon, ReasonStateFailed, "events in phase %s", ph)
 	}
-	for _, ev := range m.Events {
-		in.pending[ev.Seq] = ev
-	}
 	in.mu.Unlock()
-	if err := in.drain(); err != nil {
+	if err := in.drainWith(m.Events); err != nil {
 		return failed(m.Daemon, ReasonStateFailed, "replay: %v", err)
 	}
 	return t.replayReply(m.Daemon, in)
@@ -348,22 +345,37 @@ func (t *Target) drop(daemon string, in *inbound) {
 // delivery fails, the delivered prefix stays applied (the cursor moved past
 // it) and the undelivered tail goes back into pending, so the next drain
 // resumes at the failed event and never redelivers the prefix.
-func (in *inbound) drain() error {
+func (in *inbound) drain() error { return in.drainWith(nil) }
+
+// drainWith adds batch to the pending set and drains. A batch that
+// continues the cursor exactly while nothing else is pending is delivered
+// as the run directly, without passing through the pending set.
+func (in *inbound) drainWith(batch []compute.Event) error {
 	in.mu.Lock()
+	h := in.host
+	var run []compute.Event
+	if !in.draining && len(in.pending) == 0 && continues(h.Cursor(), batch) {
+		run = batch
+	} else {
+		for _, ev := range batch {
+			in.pending[ev.Seq] = ev
+		}
+	}
 	if in.draining {
 		in.mu.Unlock()
 		return nil
 	}
 	in.draining = true
-	h := in.host
 	for {
-		cur := h.Cursor()
-		for seq := range in.pending {
-			if cur.Stale(seq) {
-				delete(in.pending, seq)
+		if run == nil {
+			cur := h.Cursor()
+			for seq := range in.pending {
+				if cur.Stale(seq) {
+					delete(in.pending, seq)
+				}
 			}
+			run = in.takeRun(cur)
 		}
-		run := in.takeRun(cur)
 		if len(run) == 0 {
 			in.draining = false
 			in.mu.Unlock()
@@ -380,7 +392,21 @@ func (in *inbound) drain() error {
 			in.mu.Unlock()
 			return err
 		}
+		run = nil
 	}
+}
+
+// continues reports whether batch is the dense run of seqs starting at c.
+func continues(c compute.Cursor, batch []compute.Event) bool {
+	if len(batch) == 0 || !c.Accepts(batch[0].Seq) {
+		return false
+	}
+	for i := 1; i < len(batch); i++ {
+		if batch[i-1].Seq == ^uint64(0) || batch[i].Seq != batch[i-1].Seq+1 {
+			return false
+		}
+	}
+	return true
 }
 
 // takeRun removes and returns the contiguous run of pending events that
