@@ -25,13 +25,15 @@ type Log struct {
 	// once set, appends fail with it.
 	poison error
 	lastTS int64
+	clock  func() int64
+	coarse *coarseClock // the default clock; nil when Options.Clock is set
 	disk   *diskLog
+	inline [8]byte // AppendInline's payload, kept here so it does not escape
 
-	// Lock-free mirrors of the state for String and cheap gauges. They are
-	// updated under mu after each change and may trail it momentarily.
+	// Lock-free mirrors of the state for String. They are updated under mu
+	// after each change and may trail it momentarily.
 	nextSeqAtomic  atomic.Uint64
 	firstSeqAtomic atomic.Uint64
-	bytesAtomic    atomic.Uint64
 	subsAtomic     atomic.Int64
 }
 
@@ -40,12 +42,17 @@ type Log struct {
 // are written through to them.
 func Open(opts Options) (*Log, error) {
 	o := opts.withDefaults()
-	l := &Log{opts: o, log: o.Logger.With("redex", o.Name)}
+	l := &Log{opts: o, log: o.Logger.With("redex", o.Name), clock: o.Clock}
+	if l.clock == nil {
+		l.coarse = newCoarseClock()
+		l.clock = l.coarse.now
+	}
 	if o.Dir == "" {
 		l.st.init(0)
 		return l, nil
 	}
 	if err := l.openDisk(); err != nil {
+		l.coarse.stopIfSet()
 		return nil, err
 	}
 	l.publish()
@@ -56,7 +63,6 @@ func Open(opts Options) (*Log, error) {
 func (l *Log) publish() {
 	l.nextSeqAtomic.Store(l.st.next)
 	l.firstSeqAtomic.Store(l.st.first)
-	l.bytesAtomic.Store(l.st.bytes)
 }
 
 // Append appends one heap entry and returns its seq.
@@ -82,11 +88,18 @@ func (l *Log) AppendInline(v [8]byte) (uint64, error) {
 	if l.opts.HeapOnly {
 		return 0, ErrInlineOnHeap
 	}
-	return l.appendOne(v[:], FlagInline, crc32.Checksum(v[:], castagnoli))
+	l.mu.Lock()
+	l.inline = v
+	return l.appendLocked(l.inline[:], FlagInline, crc32.Checksum(l.inline[:], castagnoli))
 }
 
 func (l *Log) appendOne(p []byte, flags Flags, crc uint32) (uint64, error) {
 	l.mu.Lock()
+	return l.appendLocked(p, flags, crc)
+}
+
+// appendLocked appends one entry; it is called with mu held and releases it.
+func (l *Log) appendLocked(p []byte, flags Flags, crc uint32) (uint64, error) {
 	if err := l.writableLocked(); err != nil {
 		l.mu.Unlock()
 		return 0, err
@@ -101,7 +114,6 @@ func (l *Log) appendOne(p []byte, flags Flags, crc uint32) (uint64, error) {
 	}
 	l.st.put(ts, p, flags, crc)
 	l.nextSeqAtomic.Store(l.st.next)
-	l.bytesAtomic.Store(l.st.bytes)
 	if len(l.subs) > 0 {
 		l.deliverLocked(seq, seq+1)
 	}
@@ -137,7 +149,6 @@ func (l *Log) AppendBatch(payloads [][]byte) (first uint64, ok bool, err error) 
 		l.st.put(ts, p, 0, crc32.Checksum(p, castagnoli))
 	}
 	l.nextSeqAtomic.Store(l.st.next)
-	l.bytesAtomic.Store(l.st.bytes)
 	if len(l.subs) > 0 {
 		l.deliverLocked(first, l.st.next)
 	}
@@ -154,7 +165,7 @@ func (l *Log) writableLocked() error {
 // stampLocked returns the timestamp for the next append, never earlier than
 // the previous one so age retention can cut a prefix.
 func (l *Log) stampLocked() int64 {
-	ts := l.opts.Clock()
+	ts := l.clock()
 	if ts < l.lastTS {
 		ts = l.lastTS
 	}
@@ -257,6 +268,7 @@ func (l *Log) Close() error {
 	}
 	l.subs = nil
 	l.subsAtomic.Store(0)
+	l.coarse.stopIfSet()
 	var err error
 	var d *diskLog
 	if l.disk != nil {
@@ -277,6 +289,6 @@ func (l *Log) String() string {
 	if l.opts.Dir != "" {
 		mode = "disk"
 	}
-	return fmt.Sprintf("redex.Log{name=%q mode=%s next_seq_atomic=%d first_seq_atomic=%d bytes_atomic=%d tails_atomic=%d}",
-		l.opts.Name, mode, l.nextSeqAtomic.Load(), l.firstSeqAtomic.Load(), l.bytesAtomic.Load(), l.subsAtomic.Load())
+	return fmt.Sprintf("redex.Log{name=%q mode=%s next_seq_atomic=%d first_seq_atomic=%d tails_atomic=%d}",
+		l.opts.Name, mode, l.nextSeqAtomic.Load(), l.firstSeqAtomic.Load(), l.subsAtomic.Load())
 }

@@ -93,7 +93,8 @@ type Options struct {
 	// HeapOnly makes the log refuse inline entries.
 	HeapOnly bool
 	// Clock returns the timestamp (Unix nanoseconds) stamped on appends.
-	// Default is the wall clock. Timestamps are clamped to be monotonic.
+	// Default is the wall clock at ClockResolution (see coarseClock).
+	// Timestamps are clamped to be monotonic in seq.
 	Clock func() int64
 	// Logger receives operational messages. Default slog.Default().
 	Logger *slog.Logger
@@ -113,13 +114,8 @@ func (o *Options) withDefaults() Options {
 	if out.SegmentBytes <= 0 {
 		out.SegmentBytes = DefaultSegmentBytes
 	}
-	if out.Clock == nil {
-		out.Clock = wallClock
-	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
 	return out
 }
-
-func wallClock() int64 { return time.Now().UnixNano() }
