@@ -341,3 +341,57 @@ func TestMigrationNextSeqOverflowSaturatesOnTarget(t *testing.T) {
 		t.Fatalf("seq 0 after max: %v, want refused (no wrap)", err)
 	}
 }
+
+type stateless struct{ n int }
+
+func (s *stateless) Name() string                            { return "stateless" }
+func (s *stateless) Stateful() bool                          { return false }
+func (s *stateless) Process(compute.Event) ([][]byte, error) { s.n++; return nil, nil }
+func (s *stateless) Snapshot() ([]byte, error)               { return nil, errors.New("stateless daemon snapshotted") }
+func (s *stateless) Restore([]byte) error                    { return errors.New("stateless daemon restored") }
+
+func TestStatelessDaemonMigratesByCursorOnly(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	for _, n := range c.nodes {
+		if err := n.kinds.Register("stateless", func(string, []byte) (compute.MeshDaemon, error) { return &stateless{}, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := c.spawn(t, "a", "s1", "stateless", nil)
+	deliverAll(t, h, events(0, 12, rand.New(rand.NewSource(9))))
+	res, err := c.nodes["a"].migrator.Migrate(context.Background(), "s1", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	th, err := c.nodes["b"].hosts.Get("s1")
+	if err != nil || res.Cursor.Next() != 12 || th.Cursor().Next() != 12 {
+		t.Fatalf("stateless migration: %v, cursor %d", err, res.Cursor.Next())
+	}
+}
+
+func TestCancelledMigrationLeavesSourceAuthoritative(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t, migration.Config{ChunkSize: 16}, "a", "b")
+	c.net.SetFault(func(_, _ migration.NodeID, m migration.Message) memnet.Fault {
+		if ch, ok := m.(*migration.SnapshotChunk); ok && ch.Index == 1 {
+			cancel() // chunks 0 and 1 arrive; the migration is cancelled mid-transfer
+		}
+		return memnet.Deliver
+	})
+	h := c.spawn(t, "a", "c1", "counter", nil)
+	deliverAll(t, h, events(0, 10, rand.New(rand.NewSource(10))))
+	_, err := c.nodes["a"].migrator.Migrate(ctx, "c1", "b")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want an error wrapping context.Canceled", err)
+	}
+	if owners := c.owners("c1"); len(owners) != 1 || owners[0] != "a" || h.Fenced() {
+		t.Fatalf("owners %v fenced=%v after cancel", owners, h.Fenced())
+	}
+	if c.net.Sent()["*migration.SnapshotChunk"] != 2 || c.net.Sent()["*migration.Failed"] != 1 {
+		t.Fatalf("sent %v, want 2 chunks then the abort", c.net.Sent())
+	}
+	if _, ok := c.nodes["b"].target.Phase("c1"); ok {
+		t.Fatal("target kept a record: the abort must be sent even after cancellation")
+	}
+}

@@ -94,7 +94,11 @@ func TestPropertyMigrationUnderConcurrentIngestEqualsReference(t *testing.T) {
 	for seed := int64(0); seed < int64(iterations); seed++ {
 		rnd := rand.New(rand.NewSource(seed))
 		n := 100 + rnd.Intn(900)
-		kind := []string{"chain", "counter", "tasks"}[seed%3]
+		kind := []string{"chain", "counter", "tasks", "sum"}[seed%4]
+		var config []byte
+		if kind == "sum" {
+			config = []byte(`{"field":"n","window":"7ns"}`) // event i has time i
+		}
 		all := make([]compute.Event, n)
 		for i := range all {
 			all[i] = compute.Event{Seq: uint64(i), Time: int64(i), Payload: payload(i, rnd)}
@@ -118,7 +122,7 @@ func TestPropertyMigrationUnderConcurrentIngestEqualsReference(t *testing.T) {
 				return 0
 			},
 		}, "a", "b")
-		src := c.spawn(t, "a", "d", kind, nil)
+		src := c.spawn(t, "a", "d", kind, config)
 		prefix := rnd.Intn(n / 2)
 		deliverAll(t, src, all[:prefix])
 		fault := injectRandomFault(c, rnd, n)
@@ -170,7 +174,7 @@ func TestPropertyMigrationUnderConcurrentIngestEqualsReference(t *testing.T) {
 			t.Fatalf("seed %d fault %s (migration err %v): owners %v, want [%s]", seed, fault, err, owners, wantOwner)
 		}
 		state, cur := stateOf(t, c, "d")
-		if cur.Next() != uint64(n) || !bytes.Equal(state, reference(t, kind, nil, all)) {
+		if cur.Next() != uint64(n) || !bytes.Equal(state, reference(t, kind, config, all)) {
 			t.Fatalf("seed %d fault %s (migration err %v): state at %d differs from the reference run", seed, fault, err, cur.Next())
 		}
 	}
