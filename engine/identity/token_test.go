@@ -345,3 +345,29 @@ func FuzzParseHeader(f *testing.F) {
 		_ = v.Verify(tok, t0, ScopeAdmin)
 	})
 }
+
+// Signatures are checked before time and scope, so a forged token learns
+// nothing about which of those it would have failed.
+func TestVerifyChecksSignatureBeforeTimeAndScope(t *testing.T) {
+	f := newFixture(t)
+	tok := f.issue(t, Grant{Scope: ScopeConsume, TTL: time.Second})
+	tok.Chain[0].Signature[0] ^= 1
+	wantReason(t, f.verifier.Verify(tok, t0.Add(time.Hour), ScopeAdmin), ErrBadSignature)
+}
+
+func TestVerifyErrorNamesTheLink(t *testing.T) {
+	f := newFixture(t)
+	root := f.issue(t, Grant{Scope: ScopeConsume, TTL: time.Hour, Delegation: 1})
+	child, err := f.node.Delegate(root, Grant{Subject: f.peer.PublicKey(), Scope: ScopeConsume, TTL: time.Minute}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = f.verifier.Verify(child, t0.Add(10*time.Minute), ScopeConsume)
+	var ve *VerifyError
+	if !errors.As(err, &ve) || !errors.Is(err, ErrExpired) || ve.Link != 1 {
+		t.Fatalf("err = %v, want ErrExpired on link 1", err)
+	}
+	if !strings.Contains(err.Error(), "link 1") {
+		t.Fatalf("message %q does not name the link", err)
+	}
+}
