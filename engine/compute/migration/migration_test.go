@@ -347,8 +347,10 @@ type stateless struct{ n int }
 func (s *stateless) Name() string                            { return "stateless" }
 func (s *stateless) Stateful() bool                          { return false }
 func (s *stateless) Process(compute.Event) ([][]byte, error) { s.n++; return nil, nil }
-func (s *stateless) Snapshot() ([]byte, error)               { return nil, errors.New("stateless daemon snapshotted") }
-func (s *stateless) Restore([]byte) error                    { return errors.New("stateless daemon restored") }
+func (s *stateless) Snapshot() ([]byte, error) {
+	return nil, errors.New("stateless daemon snapshotted")
+}
+func (s *stateless) Restore([]byte) error { return errors.New("stateless daemon restored") }
 
 func TestStatelessDaemonMigratesByCursorOnly(t *testing.T) {
 	c := newCluster(t, migration.Config{}, "a", "b")
