@@ -283,9 +283,11 @@ func (d *diskLog) commit(l *Log, first, n uint64) error {
 		if err := d.syncLocked(l); err != nil {
 			// The entries are not committed: cut them back so a
 			// restart cannot resurrect a seq that was reported failed.
-			_ = d.active.Truncate(before)
+			if terr := d.active.Truncate(before); terr != nil {
+				l.poison = errors.Join(l.poison, fmt.Errorf("redex: cut back unsynced write: %w", terr))
+			}
 			d.size = before
-			return err
+			return l.poison
 		}
 	}
 	return nil

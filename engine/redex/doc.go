@@ -37,6 +37,18 @@
 //     Fsync errors are returned to the caller and poison the log: later
 //     appends fail with the same error instead of pretending durability.
 //
+// Disk mode keeps the retained entries in memory as well (the segment files
+// are the durable copy, read back only on Open), so a disk-mode log needs
+// memory for its retained payloads just like a memory-mode one. Retention
+// deletes whole segments whose entries were all dropped and records the
+// oldest retained seq in a small checksummed FIRST file, so dropped entries
+// stay dropped across a restart. Frames carry their timestamps, so age
+// retention survives a restart too.
+//
+// The default append clock is the wall clock at ClockResolution (1 ms),
+// rounded up; see coarseClock. Tests and callers that need exact stamps set
+// Options.Clock.
+//
 // Payload slices handed out by Read and Tail alias the log's heap. The heap
 // is append-only (chunks are dropped by retention, never rewritten), so the
 // slices stay valid and immutable; callers must not modify them.
