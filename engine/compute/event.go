@@ -32,6 +32,19 @@ func (c Cursor) Next() uint64 { return c.next }
 // Exhausted reports whether the event with seq math.MaxUint64 was applied.
 func (c Cursor) Exhausted() bool { return c.exhausted }
 
+// Through returns the last applied seq (the daemon's through-seq), or
+// ok=false when nothing has been applied from seq 0 on.
+func (c Cursor) Through() (seq uint64, ok bool) {
+	switch {
+	case c.exhausted:
+		return math.MaxUint64, true
+	case c.next == 0:
+		return 0, false
+	default:
+		return c.next - 1, true
+	}
+}
+
 // Accepts reports whether seq is exactly the next expected one.
 func (c Cursor) Accepts(seq uint64) bool { return !c.exhausted && seq == c.next }
 

@@ -468,3 +468,17 @@ func TestSparseHostAcceptsGapsButNotDuplicates(t *testing.T) {
 		t.Fatalf("cursor %d", h.Cursor().Next())
 	}
 }
+
+func TestCursorThroughSeq(t *testing.T) {
+	if _, ok := CursorAt(0).Through(); ok {
+		t.Fatal("fresh cursor reports a through-seq")
+	}
+	if s, ok := CursorAt(10).Through(); !ok || s != 9 {
+		t.Fatalf("CursorAt(10).Through() = %d, %v", s, ok)
+	}
+	c := CursorAt(math.MaxUint64)
+	c.Advance(math.MaxUint64)
+	if s, ok := c.Through(); !ok || s != math.MaxUint64 {
+		t.Fatalf("exhausted Through() = %d, %v", s, ok)
+	}
+}

@@ -3,6 +3,7 @@ package daemons
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -146,5 +147,17 @@ func TestSnapshotRestoreReproducesState(t *testing.T) {
 		if after, _ := b.Snapshot(); !bytes.Equal(after, snap) {
 			t.Fatalf("%s: failed restore changed state", kind)
 		}
+	}
+}
+
+func TestValidateBuiltinConfigs(t *testing.T) {
+	if err := Validate(KindSum, []byte(`{"field":"a","window":"5s"}`)); err != nil {
+		t.Fatalf("valid sum config refused: %v", err)
+	}
+	if err := Validate(KindSum, []byte(`{"field":"a"}`)); err == nil {
+		t.Fatal("sum config without a window accepted")
+	}
+	if err := Validate("histogram", nil); !errors.Is(err, compute.ErrUnknownKind) {
+		t.Fatalf("unknown kind: %v", err)
 	}
 }

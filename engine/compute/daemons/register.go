@@ -37,6 +37,14 @@ func Builtins() *compute.Kinds {
 	return k
 }
 
+// Validate reports whether config is acceptable for a built-in kind, by
+// building (and discarding) a daemon from it. The operator calls it to
+// refuse a MeshCluster whose daemons[] entry would fail on the nodes.
+func Validate(kind string, config []byte) error {
+	_, err := Builtins().New(kind, "validate", config)
+	return err
+}
+
 // decodeConfig unmarshals a JSON config, treating empty input as {}.
 func decodeConfig(config []byte, v any) error {
 	if len(config) == 0 {

@@ -10,6 +10,10 @@
 //   - A daemon error halts the feed (cortex Stop policy): the failing entry
 //     is not applied, IsRunning turns false, and a new feed started later
 //     resumes at that same entry.
+//   - A fenced host (migration cutover) halts the feed the same way, with an
+//     error wrapping compute.ErrFenced: the node stops feeding a daemon that
+//     moved, and restarts the feed after an aborted migration, which then
+//     resumes at the host's cursor.
 //   - An entry the host already applied (ErrDuplicate, e.g. replayed into it
 //     by a migration or standby sync) is skipped, not an error.
 //

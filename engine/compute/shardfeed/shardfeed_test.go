@@ -151,3 +151,35 @@ func TestDaemonErrorHaltsFeedAndRestartResumesAtFailedEntry(t *testing.T) {
 		t.Fatalf("processed %d, want 6 (no entry twice)", h.Processed())
 	}
 }
+
+func TestFencedHostHaltsFeedAndRestartResumes(t *testing.T) {
+	l := openLog(t, 4)
+	h, c := counterHost(t, compute.CursorAt(0), 0)
+	drv, err := Start(l, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.WaitForSeq(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	h.Fence()
+	if _, err := l.Append([]byte(`{"key":"k1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := drv.WaitForSeq(context.Background(), 4); !errors.Is(err, compute.ErrFenced) {
+		t.Fatalf("got %v, want the feed halted with ErrFenced", err)
+	}
+	drv.Close()
+	h.Unfence() // the migration aborted: the source resumes
+	drv, err = Start(l, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drv.Close()
+	if err := drv.WaitForSeq(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	if h.Processed() != 5 || c.Count("k1") != 2 {
+		t.Fatalf("processed %d, k1=%d; want 5 and 2", h.Processed(), c.Count("k1"))
+	}
+}
