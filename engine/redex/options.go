@@ -2,6 +2,7 @@ package redex
 
 import (
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -88,7 +89,8 @@ type Options struct {
 	// TailBuffer is the per-subscriber buffer depth. Default
 	// DefaultTailBuffer.
 	TailBuffer int
-	// MaxPayload is the largest accepted payload. Default DefaultMaxPayload.
+	// MaxPayload is the largest accepted payload. Default DefaultMaxPayload;
+	// capped at math.MaxInt32.
 	MaxPayload int
 	// HeapOnly makes the log refuse inline entries.
 	HeapOnly bool
@@ -111,6 +113,8 @@ func (o *Options) withDefaults() Options {
 	if out.MaxPayload <= 0 {
 		out.MaxPayload = DefaultMaxPayload
 	}
+	// Record lengths and heap offsets are 32-bit.
+	out.MaxPayload = min(out.MaxPayload, math.MaxInt32)
 	if out.SegmentBytes <= 0 {
 		out.SegmentBytes = DefaultSegmentBytes
 	}

@@ -103,7 +103,7 @@ func (s *store) payload(r *record) []byte {
 	return c[r.off : r.off+r.n : r.off+r.n]
 }
 
-// put appends the record for seq == s.next. Callers advance s.next.
+// put stores the entry for seq s.next and advances s.next.
 func (s *store) put(ts int64, p []byte, flags Flags, crc uint32) {
 	seq := s.next
 	c := seq>>idxChunkShift - s.idxBase
