@@ -267,4 +267,3 @@ func TestBusOverJetStream(t *testing.T) {
 type jsSource struct{ *Adapter }
 
 func (s jsSource) Shards() []uint16 { return s.Adapter.Shards() }
-
