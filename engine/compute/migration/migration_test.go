@@ -397,3 +397,65 @@ func TestCancelledMigrationLeavesSourceAuthoritative(t *testing.T) {
 		t.Fatal("target kept a record: the abort must be sent even after cancellation")
 	}
 }
+
+// An abort whose Failed message is lost after the target activated leaves a
+// stale copy there; the source's retry replaces it, and no other node can.
+func TestRetryReplacesStaleActivatedCopyFromSameSourceOnly(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b", "x")
+	h := c.spawn(t, "a", "c1", "counter", nil)
+	deliverAll(t, h, events(0, 10, rand.New(rand.NewSource(11))))
+	acked := false
+	c.net.SetFault(func(_, _ migration.NodeID, m migration.Message) memnet.Fault {
+		switch m.(type) {
+		case *migration.Activate:
+			if !acked {
+				acked = true
+				return memnet.DropReply // the target activates; the source never hears
+			}
+		case *migration.Failed:
+			return memnet.DropRequest // and the abort is lost too
+		}
+		return memnet.Deliver
+	})
+	if _, err := c.nodes["a"].migrator.Migrate(context.Background(), "c1", "b"); err == nil {
+		t.Fatal("migration with a lost ack succeeded")
+	}
+	if _, err := c.nodes["b"].hosts.Get("c1"); err != nil {
+		t.Fatalf("expected the stale activated copy on b: %v", err)
+	}
+	// Another node cannot overwrite it.
+	snap := &compute.Snapshot{Daemon: "c1", Kind: "counter", State: []byte(`{"counts":{}}`)}
+	reply := c.nodes["b"].target.HandleChunk("x", &migration.SnapshotChunk{Daemon: "c1", Total: 1, Data: snap.Encode()})
+	if f, ok := reply.(*migration.Failed); !ok || f.Reason != migration.ReasonAlreadyMigrating {
+		t.Fatalf("chunk from another node: %#v, want AlreadyMigrating", reply)
+	}
+	// The source (authoritative after its abort) keeps going and retries.
+	deliverAll(t, h, events(10, 15, rand.New(rand.NewSource(12))))
+	c.net.SetFault(nil)
+	if _, err := c.nodes["a"].migrator.Migrate(context.Background(), "c1", "b"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	state, cur := stateOf(t, c, "c1")
+	all := append(events(0, 10, rand.New(rand.NewSource(11))), events(10, 15, rand.New(rand.NewSource(12)))...)
+	if cur.Next() != 15 || !bytes.Equal(state, reference(t, "counter", nil, all)) {
+		t.Fatalf("state at %d after replacing the stale copy differs from reference", cur.Next())
+	}
+}
+
+func TestFailedSnapshotDoesNotEndSomeoneElsesCapture(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b")
+	h := c.spawn(t, "a", "c1", "counter", nil)
+	_, capture, err := h.BeginCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.nodes["a"].migrator.Migrate(context.Background(), "c1", "b")
+	var me *migration.Error
+	if !errors.As(err, &me) || me.Phase != migration.PhaseSnapshot || !errors.Is(err, compute.ErrCapturing) {
+		t.Fatalf("got %v, want a Snapshot-phase failure wrapping ErrCapturing", err)
+	}
+	deliverAll(t, h, events(0, 3, rand.New(rand.NewSource(13))))
+	if capture.Len() != 3 {
+		t.Fatalf("the other capture holds %d events, want 3: the failed migration ended it", capture.Len())
+	}
+}

@@ -114,6 +114,7 @@ type run struct {
 	target   NodeID
 	host     *compute.Host
 	capture  *compute.Capture
+	fenced   bool
 	phase    Phase
 	replayed int
 }
@@ -214,6 +215,7 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	// the fenced cursor, activate the target.
 	r.enter(PhaseCutover)
 	fenced := r.host.Fence()
+	r.fenced = true
 	if err := r.replay(ctx, r.capture.Drain()); err != nil {
 		return nil, err
 	}
@@ -354,8 +356,12 @@ func (r *run) unexpected(reply Message) *Error {
 // the target to discard its copy (best effort: a target that misses the
 // abort keeps an inactive record that the next chunk 0 replaces).
 func (r *run) abort(ctx context.Context, cause error) {
-	r.host.EndCapture()
-	r.host.Unfence()
+	if r.capture != nil { // never end a capture this run did not start
+		r.host.EndCapture()
+	}
+	if r.fenced {
+		r.host.Unfence()
+	}
 	reason := ReasonAborted
 	var fe *Error
 	if errors.As(cause, &fe) {

@@ -114,7 +114,7 @@ func (t *Target) HandleChunk(from NodeID, c *SnapshotChunk) Message {
 	}
 	var in *inbound
 	if c.Index == 0 {
-		if _, err := t.hosts.Get(c.Daemon); err == nil && !t.ownedByStaleInbound(c.Daemon) {
+		if _, err := t.hosts.Get(c.Daemon); err == nil && !t.ownedByStaleInbound(c.Daemon, from) {
 			return failed(c.Daemon, ReasonAlreadyMigrating, "daemon is already hosted here")
 		}
 		t.discard(c.Daemon)
@@ -302,15 +302,17 @@ func (t *Target) HandleAbort(m *Failed) Message {
 }
 
 // ownedByStaleInbound reports whether the hosted daemon was put there by a
-// migration whose Cleanup never arrived (so a new attempt may replace it).
-func (t *Target) ownedByStaleInbound(daemon string) bool {
+// migration from the same source whose Cleanup never arrived: the source
+// retrying after a lost ActivateAck (it aborted, so it is authoritative and
+// this copy is stale) may replace it. Any other sender is refused.
+func (t *Target) ownedByStaleInbound(daemon string, from NodeID) bool {
 	in := t.get(daemon)
 	if in == nil {
 		return false
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.activated
+	return in.activated && in.source == from
 }
 
 func (t *Target) discard(daemon string) {
