@@ -35,6 +35,13 @@
 //   - Every target handler tolerates a resend (the transport cannot tell a
 //     lost request from a lost reply).
 //
+// Known limit: if an ActivateAck and then the abort that follows it are both
+// lost, the target keeps an activated copy that no node routes to (the
+// source never marked the daemon moved and stays authoritative). The
+// source's next migration attempt to that target replaces it; a chunk for
+// it from any other node is refused with ReasonAlreadyMigrating. Writes to
+// such a copy must also be refused by the node's epoch fencing (node issue).
+//
 // Outputs produced while replaying on the target are discarded: the source
 // already emitted them when it processed the same events.
 package migration
