@@ -427,3 +427,16 @@ func TestFailedReplicaRespawnsWithSameIdentity(t *testing.T) {
 		t.Fatal("respawned replica shares a node with replica 0 while a node was free")
 	}
 }
+
+func TestSyncEveryBoundsTheReplayBuffer(t *testing.T) {
+	k, _ := testKinds(t)
+	g, _ := NewStandbyGroup(StandbyConfig{Name: "d", Kind: "counter", Members: 2, SyncEvery: 4}, k, zones(2, 1))
+	all := evs(0, 10, rand.New(rand.NewSource(6)))
+	deliver(t, g, all)
+	if g.Buffered() != 2 || g.LastSyncErr() != nil {
+		t.Fatalf("buffered %d after 10 events syncing every 4, want 2 (err %v)", g.Buffered(), g.LastSyncErr())
+	}
+	if got := g.Members()[1].Synced.Next(); got != 8 {
+		t.Fatalf("standby synced to %d, want 8", got)
+	}
+}

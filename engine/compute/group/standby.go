@@ -32,6 +32,9 @@ type StandbyConfig struct {
 	Members int
 	Seed    [32]byte
 	Host    compute.HostConfig
+	// SyncEvery syncs the standbys after every N events delivered, bounding
+	// the replay buffer. 0 leaves syncing to the caller.
+	SyncEvery int
 }
 
 // Member describes one member of a group.
@@ -66,6 +69,9 @@ type StandbyGroup struct {
 	// standby has not synced past, in seq order.
 	buffer []compute.Event
 	term   uint64
+	// sinceSync counts deliveries since the last automatic sync.
+	sinceSync int
+	syncErr   error
 }
 
 // NewStandbyGroup places cfg.Members members over nodes (member 0 is the
@@ -148,8 +154,19 @@ func (g *StandbyGroup) Deliver(ev compute.Event) ([][]byte, error) {
 		return nil, err
 	}
 	g.buffer = append(g.buffer, ev)
+	if g.cfg.SyncEvery > 0 {
+		if g.sinceSync++; g.sinceSync >= g.cfg.SyncEvery {
+			g.sinceSync = 0
+			// The event is applied either way; a failed sync keeps the
+			// buffer and is reported by LastSyncErr.
+			_, g.syncErr = g.SyncStandbys()
+		}
+	}
 	return out, nil
 }
+
+// LastSyncErr is the error of the last automatic sync (nil if it worked).
+func (g *StandbyGroup) LastSyncErr() error { return g.syncErr }
 
 // SyncStandbys snapshots the active and restores every healthy standby
 // from it, returning the snapshot's cursor. A standby whose restore fails
