@@ -120,6 +120,8 @@ type StandbySpec struct {
 	// standby is promoted to own its shards.
 	// +kubebuilder:default="3s"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	FailoverAfter metav1.Duration `json:"failoverAfter"`
 
 	// LeaseDuration is how long an owner accepts writes without a fresh
@@ -127,6 +129,8 @@ type StandbySpec struct {
 	// owners never accept writes for one shard.
 	// +kubebuilder:default="2s"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	LeaseDuration metav1.Duration `json:"leaseDuration"`
 
 	// AckPolicy says when an ingest is acknowledged: Leader (owner appended)
@@ -188,28 +192,38 @@ type AutoscaleSpec struct {
 	// overloaded.
 	// +kubebuilder:default="5ms"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	PushLatencyThreshold metav1.Duration `json:"pushLatencyThreshold,omitempty"`
 
 	// FlushLatencyThreshold: a shard whose flush latency exceeds this is
 	// overloaded.
 	// +kubebuilder:default="50ms"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	FlushLatencyThreshold metav1.Duration `json:"flushLatencyThreshold,omitempty"`
 
 	// MetricsWindow is the window over which shard metrics are averaged.
 	// +kubebuilder:default="1m"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	MetricsWindow metav1.Duration `json:"metricsWindow,omitempty"`
 
 	// Cooldown is the minimum time between two shard-count changes.
 	// +kubebuilder:default="1m"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	Cooldown metav1.Duration `json:"cooldown,omitempty"`
 
 	// ScaleDownDelay is how long an added shard must stay idle before it is
 	// drained.
 	// +kubebuilder:default="5m"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitempty"`
 }
 
@@ -227,6 +241,8 @@ type RetentionSpec struct {
 	// MaxAge drops events older than this; an event exactly at the cutoff is
 	// kept.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 }
 
@@ -266,6 +282,8 @@ type MigrationSpec struct {
 	// Timeout bounds one shard move.
 	// +kubebuilder:default="5m"
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	Timeout metav1.Duration `json:"timeout"`
 
 	// OnTimeout says what happens to a move that exceeds Timeout.
@@ -354,6 +372,8 @@ type FsyncSpec struct {
 
 	// Interval syncs at this interval (policy Interval).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	Interval *metav1.Duration `json:"interval,omitempty"`
 }
 

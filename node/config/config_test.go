@@ -1,0 +1,81 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig() *Config {
+	return &Config{
+		Cluster:   "demo",
+		Shards:    8,
+		AckPolicy: "Leader",
+		Lease:     Duration{2 * time.Second},
+		Storage:   Storage{Mode: "Memory", Fsync: "Never"},
+	}
+}
+
+func TestValidConfigParsesBack(t *testing.T) {
+	data := []byte(`{"cluster":"demo","shards":8,"ackPolicy":"Standby","lease":"2s",
+		"retention":{"maxAge":"24h"},"storage":{"mode":"Disk","dir":"/d","fsync":"EveryN","fsyncEveryN":10},
+		"daemons":[{"name":"c","kind":"counter","shards":[0,7]}]}`)
+	c, err := Parse(data)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.Lease.Duration != 2*time.Second || c.Retention.MaxAge.Duration != 24*time.Hour {
+		t.Fatalf("durations not decoded: lease %s, maxAge %s", c.Lease.Duration, c.Retention.MaxAge.Duration)
+	}
+}
+
+func TestInvalidConfigNamesTheField(t *testing.T) {
+	cases := map[string]struct {
+		mutate func(*Config)
+		field  string
+	}{
+		"no cluster":       {func(c *Config) { c.Cluster = "" }, "cluster"},
+		"no shard":         {func(c *Config) { c.Shards = 0 }, "shards"},
+		"too many shards":  {func(c *Config) { c.Shards = 70000 }, "shards"},
+		"bad ack policy":   {func(c *Config) { c.AckPolicy = "Quorum" }, "ackPolicy"},
+		"no lease":         {func(c *Config) { c.Lease = Duration{} }, "lease"},
+		"disk without dir": {func(c *Config) { c.Storage.Mode = "Disk" }, "storage.dir"},
+		"unknown mode":     {func(c *Config) { c.Storage.Mode = "Tape" }, "storage.mode"},
+		"EveryN without N": {func(c *Config) { c.Storage.Fsync = "EveryN" }, "storage.fsyncEveryN"},
+		"adapter no url":   {func(c *Config) { c.Adapter = &Adapter{Type: "Redis"} }, "adapter.url"},
+		"daemon off shard": {func(c *Config) { c.Daemons = []Daemon{{Name: "d", Kind: "counter", Shards: []int{8}}} }, "daemons[0].shards[0]"},
+		"duplicate daemon": {func(c *Config) { c.Daemons = []Daemon{{Name: "d", Kind: "counter"}, {Name: "d", Kind: "sum"}} }, "daemons[1].name"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := validConfig()
+			tc.mutate(c)
+			err := c.Validate()
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("want a *FieldError, got %v", err)
+			}
+			if fe.Field != tc.field {
+				t.Fatalf("want field %q, got %q (%v)", tc.field, fe.Field, err)
+			}
+		})
+	}
+	if err := validConfig().Validate(); err != nil {
+		t.Fatalf("valid config rejected: %v", err)
+	}
+}
+
+func TestUnknownFieldIsAnError(t *testing.T) {
+	_, err := Parse([]byte(`{"cluster":"demo","shard":8}`))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "shard"`) {
+		t.Fatalf("want unknown field error, got %v", err)
+	}
+}
+
+func TestDurationMustBeAString(t *testing.T) {
+	_, err := Parse([]byte(`{"cluster":"demo","shards":1,"ackPolicy":"Leader","lease":2000,"storage":{"mode":"Memory","fsync":"Never"}}`))
+	if err == nil || !strings.Contains(err.Error(), "duration must be a string") {
+		t.Fatalf("want a duration error, got %v", err)
+	}
+}
