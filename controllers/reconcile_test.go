@@ -385,4 +385,3 @@ var _ = Describe("MeshCluster reconcile", func() {
 })
 
 func ptrTo[T any](v T) *T { return &v }
-
