@@ -13,7 +13,8 @@
 //   - Every kind is deterministic: the same events in the same order give
 //     the same state and the same Snapshot bytes (maps are encoded with
 //     sorted keys), so a restored snapshot plus a replay equals a run that
-//     never stopped.
+//     never stopped. counter snapshots use a compact binary form (it is the
+//     kind most likely to hold many keys); sum and tasks snapshots are JSON.
 //   - A malformed event never wedges a daemon: it is counted in the state's
 //     "malformed" counter and skipped, and Process returns no error for it.
 //   - Restore of bytes that do not decode fails and leaves the daemon's

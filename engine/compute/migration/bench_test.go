@@ -70,7 +70,12 @@ func BenchmarkReplay(b *testing.B) {
 			})
 			tg := migration.NewTarget(k, compute.NewHosts(), compute.HostConfig{})
 			tg.SetReady(true)
-			snap := &compute.Snapshot{Daemon: "d", Kind: kind, State: []byte(`{"counts":{}}`)}
+			fresh, err := k.New(kind, "d", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			state, _ := fresh.Snapshot()
+			snap := &compute.Snapshot{Daemon: "d", Kind: kind, State: state}
 			if _, ok := tg.HandleChunk("a", &migration.SnapshotChunk{Daemon: "d", Total: 1, Data: snap.Encode()}).(*migration.RestoreComplete); !ok {
 				b.Fatal("restore failed")
 			}

@@ -224,7 +224,7 @@ func TestAbortAtAnyPhaseLeavesSourceAuthoritative(t *testing.T) {
 			rnd := rand.New(rand.NewSource(7))
 			all := events(0, 120, rnd)
 			var src *compute.Host
-			c := newCluster(t, migration.Config{ChunkSize: 64, NotReadyRetries: 2, OnPhase: func(_ string, p migration.Phase) {
+			c := newCluster(t, migration.Config{ChunkSize: 16, NotReadyRetries: 2, OnPhase: func(_ string, p migration.Phase) {
 				if p == migration.PhaseTransfer && src.Cursor().Next() == 40 {
 					deliverAll(t, src, all[40:80]) // captured during transfer
 				}
@@ -424,7 +424,7 @@ func TestRetryReplacesStaleActivatedCopyFromSameSourceOnly(t *testing.T) {
 		t.Fatalf("expected the stale activated copy on b: %v", err)
 	}
 	// Another node cannot overwrite it.
-	snap := &compute.Snapshot{Daemon: "c1", Kind: "counter", State: []byte(`{"counts":{}}`)}
+	snap := &compute.Snapshot{Daemon: "c1", Kind: "counter", State: []byte{}}
 	reply := c.nodes["b"].target.HandleChunk("x", &migration.SnapshotChunk{Daemon: "c1", Total: 1, Data: snap.Encode()})
 	if f, ok := reply.(*migration.Failed); !ok || f.Reason != migration.ReasonAlreadyMigrating {
 		t.Fatalf("chunk from another node: %#v, want AlreadyMigrating", reply)
