@@ -185,3 +185,16 @@ func FuzzCounterRestore(f *testing.F) {
 		}
 	})
 }
+
+func TestSumTimeFieldKeepsNanosecondPrecision(t *testing.T) {
+	d := build(t, KindSum, `{"field":"v","window":"1ns","timeField":"ts"}`)
+	// Adjacent nanoseconds near 2^62 collapse to one float64; they must
+	// still be two windows.
+	out := process(t, d,
+		compute.Event{Key: []byte("k"), Payload: []byte(`{"v":1,"ts":4611686018427387904}`)},
+		compute.Event{Key: []byte("k"), Payload: []byte(`{"v":1,"ts":4611686018427387905}`)},
+	)
+	if len(out) != 1 {
+		t.Fatalf("emitted %d windows, want 1 (adjacent nanoseconds are distinct windows)", len(out))
+	}
+}

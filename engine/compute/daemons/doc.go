@@ -5,8 +5,20 @@
 //     time and emits each window's total when the window closes.
 //   - tasks: Net's CRUD task model (create, rename, complete, delete).
 //
-// The key of an event is its log key when set, otherwise the string value
-// of the JSON field named by the kind's "keyField" config (default "key").
+// The key of an event is its log key when set, otherwise the string (or
+// number) value of the JSON field named by the kind's "keyField" config
+// (default "key").
+//
+// Config (the MeshCluster's daemons[].config, JSON; Validate checks it):
+//
+//	counter  {"keyField": "user"}                            all optional
+//	sum      {"field": "amount", "window": "1m",             field, window required
+//	          "keyField": "user", "timeField": "ts"}         timeField in Unix ns;
+//	                                                         default: log timestamp
+//	tasks    {}                                              payloads: {"op": "create"|
+//	                                                         "rename"|"complete"|"delete",
+//	                                                         "id": 7, "title": "...",
+//	                                                         "nowNs": 0}
 //
 // Invariants:
 //

@@ -92,9 +92,7 @@ func (s *Sum) Process(ev compute.Event) ([][]byte, error) {
 	t := ev.Time
 	okTime := true
 	if s.cfg.TimeField != "" {
-		var ft float64
-		ft, okTime = number(fields[s.cfg.TimeField])
-		t = int64(ft)
+		t, okTime = integer(fields[s.cfg.TimeField])
 	}
 	if !okKey || !okVal || !okTime {
 		s.state.Malformed++
@@ -151,6 +149,21 @@ func number(raw json.RawMessage) (float64, bool) {
 	}
 	f, err := n.Float64()
 	return f, err == nil
+}
+
+// integer parses a JSON integer exactly (Unix nanoseconds do not fit a
+// float64's 53-bit mantissa).
+func integer(raw json.RawMessage) (int64, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] == '"' {
+		return 0, false
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, false
+	}
+	v, err := n.Int64()
+	return v, err == nil
 }
 
 // mod is the non-negative remainder, so windows of negative times align too.
