@@ -12,7 +12,8 @@ import (
 
 // SumConfig configures a sum daemon.
 type SumConfig struct {
-	// Field is the numeric JSON field summed. Required.
+	// Field is the numeric JSON field summed. Required. Totals are float64,
+	// so integer totals above 2^53 lose precision.
 	Field string `json:"field"`
 	// KeyField names the key field when the event has no log key.
 	KeyField string `json:"keyField,omitempty"`
