@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	randv2 "math/rand/v2"
 	"sync"
@@ -46,9 +47,7 @@ type Bus struct {
 	nonce   string
 	base    time.Time // monotonic baseline for ingest timestamps
 
-	// inFlight counts ingests between their closing check and their push.
-	inFlight atomic.Uint64
-	closing  atomic.Bool
+	closing atomic.Bool
 
 	// hardCtx is cancelled when Close gives up waiting; it aborts adapter
 	// calls and retry sleeps.
@@ -125,46 +124,77 @@ func (b *Bus) Nonce() string { return b.nonce }
 // monotonic clock, so the value never decreases.
 func (b *Bus) now() uint64 { return uint64(time.Since(b.base)) }
 
-// enter registers an in-flight ingest; it fails once Close has begun.
-func (b *Bus) enter() bool {
-	b.inFlight.Add(1)
+// errStopped: the shard chosen from a stale routing table has stopped.
+var errStopped = errors.New("bus: shard stopped")
+
+// acquire registers an in-flight push to s. It increments s.InFlight
+// before it loads closing and the shard state; Close and RemoveShard store
+// those first and then wait for InFlight to read zero, so with Go's
+// sequentially consistent atomics every push is either refused here or
+// waited for there.
+func (b *Bus) acquire(s *shard.Shard) error {
+	s.InFlight.Add(1)
 	if b.closing.Load() {
-		b.inFlight.Add(^uint64(0))
-		return false
+		s.InFlight.Add(^uint64(0))
+		return ErrClosed
 	}
-	return true
+	if s.State() == shard.Stopped {
+		s.InFlight.Add(^uint64(0))
+		return errStopped
+	}
+	return nil
 }
 
-func (b *Bus) leave() { b.inFlight.Add(^uint64(0)) }
+func release(s *shard.Shard) { s.InFlight.Add(^uint64(0)) }
+
+// route picks a shard with pick and acquires it, re-picking (from the now
+// current routing table) if a stale pick had stopped.
+func (b *Bus) route(pick func() *shard.Shard) (*shard.Shard, error) {
+	for try := 0; try < 4; try++ {
+		s := pick()
+		if s == nil {
+			break
+		}
+		switch err := b.acquire(s); err {
+		case nil:
+			return s, nil
+		case errStopped:
+			continue
+		default:
+			return nil, err
+		}
+	}
+	if b.closing.Load() {
+		return nil, ErrClosed
+	}
+	return nil, ErrUnrouted
+}
 
 // IngestRaw ingests one keyless event. It does not copy payload: the
 // caller must not modify it afterwards.
 func (b *Bus) IngestRaw(payload []byte) (Receipt, error) {
-	if !b.enter() {
-		return Receipt{}, ErrClosed
-	}
 	h := randv2.Uint64()
-	s := b.mgr.Select(h)
-	if s == nil {
-		b.leave()
-		return Receipt{}, ErrUnrouted
+	s, err := b.route(func() *shard.Shard { return b.mgr.Select(h) })
+	if err != nil {
+		return Receipt{}, err
 	}
 	ev := adapter.Event{Payload: payload, Timestamp: b.now()}
 	if s.Push(ev) {
-		b.leave()
+		release(s)
 		return Receipt{Shard: s.ID, Timestamp: ev.Timestamp}, nil
 	}
 	// The cached choice is full: look at the current loads before applying
 	// the backpressure policy.
-	if alt := b.mgr.SelectNow(h); alt != nil && alt != s {
-		s = alt
-		if s.Push(ev) {
-			b.leave()
-			return Receipt{Shard: s.ID, Timestamp: ev.Timestamp}, nil
+	if alt := b.mgr.SelectNow(h); alt != nil && alt != s && b.acquire(alt) == nil {
+		ok := alt.Push(ev)
+		release(alt)
+		if ok {
+			release(s)
+			return Receipt{Shard: alt.ID, Timestamp: ev.Timestamp}, nil
 		}
 	}
-	err := b.pressure(s, ev)
-	b.leave()
+	err = b.pressure(s, ev)
+	release(s)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -176,14 +206,12 @@ func (b *Bus) Ingest(e Event) (Receipt, error) {
 	if len(e.Key) == 0 {
 		return b.IngestRaw(e.Payload)
 	}
-	if !b.enter() {
-		return Receipt{}, ErrClosed
+	h := xxhash.Sum64(e.Key)
+	s, err := b.route(func() *shard.Shard { return b.mgr.SelectKeyed(h, b.cfg.BaseShards) })
+	if err != nil {
+		return Receipt{}, err
 	}
-	defer b.leave()
-	s := b.mgr.SelectKeyed(xxhash.Sum64(e.Key), b.cfg.BaseShards)
-	if s == nil {
-		return Receipt{}, ErrUnrouted
-	}
+	defer release(s)
 	ev := adapter.Event{Payload: e.Payload, Timestamp: b.now()}
 	if s.Push(ev) {
 		return Receipt{Shard: s.ID, Timestamp: ev.Timestamp}, nil
@@ -226,14 +254,11 @@ func (b *Bus) pressure(s *shard.Shard, ev adapter.Event) error {
 // mode and the first refusal is returned alongside the receipt (which
 // counts what was accepted).
 func (b *Bus) IngestBatch(events []Event) (BatchReceipt, error) {
-	if !b.enter() {
+	if b.closing.Load() {
 		return BatchReceipt{}, ErrClosed
 	}
-	defer b.leave()
 	ts := b.now()
 	rc := BatchReceipt{Timestamp: ts, PerShard: make(map[uint16]int, 1)}
-	var keyless []int
-	groups := map[uint16][]int{}
 	keyed := false
 	for i := range events {
 		if len(events[i].Key) != 0 {
@@ -241,16 +266,25 @@ func (b *Bus) IngestBatch(events []Event) (BatchReceipt, error) {
 			break
 		}
 	}
-	var firstErr error
 	if !keyed {
-		s := b.mgr.Select(randv2.Uint64())
-		if s == nil {
-			return rc, ErrUnrouted
+		h := randv2.Uint64()
+		s, err := b.route(func() *shard.Shard { return b.mgr.Select(h) })
+		if err != nil {
+			return rc, err
 		}
 		n, err := b.pushGroup(s, ts, len(events), func(i int) []byte { return events[i].Payload })
+		release(s)
 		rc.Accepted, rc.PerShard[s.ID] = n, n
 		return rc, err
 	}
+	var firstErr error
+	note := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	var keyless []int
+	groups := map[uint16][]int{}
 	for i := range events {
 		if len(events[i].Key) == 0 {
 			keyless = append(keyless, i)
@@ -258,9 +292,7 @@ func (b *Bus) IngestBatch(events []Event) (BatchReceipt, error) {
 		}
 		s := b.mgr.SelectKeyed(xxhash.Sum64(events[i].Key), b.cfg.BaseShards)
 		if s == nil {
-			if firstErr == nil {
-				firstErr = ErrUnrouted
-			}
+			note(ErrUnrouted)
 			continue
 		}
 		groups[s.ID] = append(groups[s.ID], i)
@@ -268,21 +300,21 @@ func (b *Bus) IngestBatch(events []Event) (BatchReceipt, error) {
 	if len(keyless) > 0 {
 		if s := b.mgr.Select(randv2.Uint64()); s != nil {
 			groups[s.ID] = append(groups[s.ID], keyless...)
-		} else if firstErr == nil {
-			firstErr = ErrUnrouted
+		} else {
+			note(ErrUnrouted)
 		}
 	}
 	for id, idx := range groups {
-		s := b.mgr.Get(id)
-		if s == nil {
+		s, err := b.route(func() *shard.Shard { return b.mgr.Get(id) })
+		if err != nil {
+			note(err)
 			continue
 		}
 		n, err := b.pushGroup(s, ts, len(idx), func(i int) []byte { return events[idx[i]].Payload })
+		release(s)
 		rc.Accepted += n
 		rc.PerShard[id] += n
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
+		note(err)
 	}
 	return rc, firstErr
 }

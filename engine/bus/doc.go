@@ -24,20 +24,21 @@
 //   - Accounting: every accepted event is eventually dispatched, or counted
 //     in Stats.EventsDropped (evicted, given up after retries, or lost to a
 //     shutdown deadline). Nothing disappears uncounted.
-//   - Removing a shard drains it, stops its workers, then dispatches the
-//     events left stranded in its ring by producers that had routed to it
-//     before it drained (they count as dispatched).
+//   - Removing a shard drains it, stops its workers, marks it Stopped,
+//     waits for producers already routed to it (two zero reads of its
+//     in-flight count), then dispatches the events they left stranded in
+//     its ring (they count as dispatched). A push never lands in a ring
+//     nobody will read.
 //   - An aborted activation awaits the shard's batch worker for at most
 //     2×AdapterTimeout so the batch it holds is dispatched, not dropped;
 //     only if the worker is still parked after that are its events counted
 //     as dropped.
 //   - Shutdown stops admission, then waits until it observes zero in-flight
-//     ingests on two consecutive passes (a single zero can race with a
-//     producer that passed the closing check but has not pushed yet), then
-//     drains every shard. If the deadline forces it to abandon events,
+//     ingests (summed over the shards' counters) on two consecutive passes,
+//     then drains every shard. If the deadline forces it to abandon events,
 //     Close returns an error wrapping ErrLossyShutdown, Stats reports
 //     ShutdownWasLossy and the count is in EventsDropped.
-//   - The in-flight counter is 64-bit, so no producer count can wrap it.
+//   - In-flight counters are 64-bit, so no producer count can wrap them.
 //   - Ingest timestamps are nanoseconds from a monotonic baseline captured
 //     when the bus is created (never a hard-coded zero), never decreasing.
 //   - Flush returns once every event accepted before the call has been

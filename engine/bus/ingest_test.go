@@ -73,8 +73,10 @@ func TestIngestErrorsAreTyped(t *testing.T) {
 	if _, err := u.IngestRaw(nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("closing bus: %v, want ErrClosed", err)
 	}
-	if u.inFlight.Load() != 0 {
-		t.Fatalf("refused ingest left inFlight at %d", u.inFlight.Load())
+	for _, s := range u.mgr.All() {
+		if n := s.InFlight.Load(); n != 0 {
+			t.Fatalf("refused ingest left shard %d InFlight at %d", s.ID, n)
+		}
 	}
 }
 

@@ -78,6 +78,10 @@ func (b *Bus) abortShardLocked(id uint16) {
 	if err != nil {
 		b.cfg.Logger.Warn("bus: rollback", "shard", id, "err", err)
 	}
+	// Rollback marked the shard Stopped; wait out producers that picked it
+	// from a stale table, then take what they pushed too.
+	b.quiesce(time.Now().Add(2*b.cfg.AdapterTimeout), s)
+	stranded = append(stranded, drainRing(s)...)
 	b.retire(s)
 	b.flushStranded(id, stranded)
 }
@@ -128,6 +132,13 @@ func (b *Bus) removeShardLocked(ctx context.Context, id uint16) error {
 		return err
 	}
 	s := b.mgr.Get(id)
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(b.cfg.ShutdownTimeout)
+	}
+	if !b.quiesce(dl, s) {
+		return fmt.Errorf("remove shard %d: producers still in flight", id)
+	}
 	stranded, err := b.mgr.Remove(id)
 	if err != nil {
 		return err
@@ -203,20 +214,12 @@ func (b *Bus) shutdown() error {
 	close(b.stopMon)
 	b.monitorWG.Wait()
 
-	// enter increments inFlight before it loads closing, and Go's atomics
-	// are sequentially consistent, so once a zero is read every later
-	// ingest sees closing. The release notes require two consecutive zero
-	// passes anyway: it keeps the drain correct even if enter is ever
-	// reordered or split, for the cost of one extra short sleep.
-	zeros := 0
-	for zeros < 2 && time.Now().Before(deadline) {
-		if b.inFlight.Load() == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-		time.Sleep(50 * time.Microsecond)
-	}
+	// Producers increment their shard's InFlight before loading closing
+	// (see acquire), so once every shard reads zero no later push can
+	// land. Given that ordering one zero pass would do; the release notes
+	// require two consecutive passes, which keeps the drain safe should
+	// the producer side ever be reordered, for one extra 20µs sleep.
+	b.quiesce(deadline, b.mgr.All()...)
 
 	b.mu.Lock()
 	workers := make([]*worker, 0, len(b.workers))
@@ -291,4 +294,44 @@ func (b *Bus) retire(s *shard.Shard) {
 	}
 	b.removedIngested.Add(s.Ingested.Load())
 	b.removedDropped.Add(s.Evicted.Load() + s.Rejected.Load())
+}
+
+// quiesce waits until the shards' in-flight producer counts sum to zero on
+// two consecutive passes, or until deadline. It reports whether it saw the
+// two zero passes.
+func (b *Bus) quiesce(deadline time.Time, shards ...*shard.Shard) bool {
+	zeros := 0
+	for zeros < 2 {
+		var n uint64
+		for _, s := range shards {
+			if s != nil {
+				n += s.InFlight.Load()
+			}
+		}
+		if n == 0 {
+			zeros++
+		} else {
+			zeros = 0
+		}
+		if zeros == 2 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	return true
+}
+
+func drainRing(s *shard.Shard) []adapter.Event {
+	var out []adapter.Event
+	buf := make([]adapter.Event, 256)
+	for {
+		n := s.Ring.PopBatch(buf)
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+	}
 }

@@ -294,3 +294,37 @@ func TestScalingMonitorScalesUpAndDownWithInjectedClock(t *testing.T) {
 		t.Fatalf("decision %+v err %v active %d; want ScaleDown of shard 1", d, err, b.ActiveShards())
 	}
 }
+
+// A producer that routed to a shard from a stale table and pushes while the
+// shard is being removed: RemoveShard waits for it (InFlight), so the event
+// is flushed as stranded instead of landing in a ring nobody reads.
+func TestRemoveShardWaitsForInFlightProducer(t *testing.T) {
+	f := newFaulty()
+	defer f.Close()
+	b := newBus(t, f, Config{BaseShards: 1})
+	defer b.Close()
+	id, _ := b.ScaleUp()
+	s := b.mgr.Get(id)
+	if err := b.acquire(s); err != nil { // producer has picked the shard...
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- b.ScaleDown(context.Background(), id) }()
+	eventually(t, "shard to stop", func() bool { return s.State() == shard.Stopped })
+	select {
+	case err := <-done:
+		t.Fatalf("RemoveShard returned (%v) while a producer was in flight", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	s.Push(adapter.Event{Payload: []byte("in-flight")}) // ...and pushes now
+	release(s)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, f, id); len(got) != 1 || string(got[0].Payload) != "in-flight" {
+		t.Fatalf("in-flight push lost: %v", got)
+	}
+	if err := b.acquire(s); err != errStopped {
+		t.Fatalf("acquire on a removed shard = %v, want errStopped", err)
+	}
+}

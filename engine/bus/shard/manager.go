@@ -72,7 +72,12 @@ type Shard struct {
 	// Pressure counts ingests that found the ring full; Sample mode admits
 	// every n-th of them.
 	Pressure atomic.Uint64
-	_        [64 - 32]byte
+	// InFlight counts producers between choosing this shard and finishing
+	// their push. Removal and shutdown wait for two consecutive zero reads
+	// after the shard (or bus) stopped admitting, so no push lands in a
+	// ring nobody will read. 64-bit so no producer count can wrap it.
+	InFlight atomic.Uint64
+	_        [64 - 40]byte
 }
 
 // Push appends ev to the ring and wakes the drain worker if it sleeps.
