@@ -4,7 +4,11 @@ import (
 	"sync"
 	"testing"
 	"unsafe"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestFIFOOrder(t *testing.T) {
 	r := New[int](8)

@@ -64,9 +64,16 @@ type Window struct {
 	samples []Sample
 }
 
+// DefaultMaxSamples caps a window whose policy sets no MaxSamples.
+const DefaultMaxSamples = 1024
+
 // Add records s and prunes samples older than span before s.At and any
-// beyond the newest max.
+// beyond the newest max (DefaultMaxSamples when max <= 0, so a window is
+// always count-bounded).
 func (w *Window) Add(s Sample, span time.Duration, max int) {
+	if max <= 0 {
+		max = DefaultMaxSamples
+	}
 	w.samples = append(w.samples, s)
 	cut := 0
 	if span > 0 {
@@ -74,7 +81,7 @@ func (w *Window) Add(s Sample, span time.Duration, max int) {
 			cut++
 		}
 	}
-	if max > 0 && len(w.samples)-cut > max {
+	if len(w.samples)-cut > max {
 		cut = len(w.samples) - max
 	}
 	if cut > 0 {

@@ -125,6 +125,13 @@ func TestWindowBoundedByCountAndAge(t *testing.T) {
 	if w.Len() != 16 {
 		t.Fatalf("burst of 100 same-instant samples kept %d, want the cap 16", w.Len())
 	}
+	var unset Window
+	for i := 0; i < 3*DefaultMaxSamples; i++ {
+		unset.Add(Sample{At: t0}, 0, 0)
+	}
+	if unset.Len() != DefaultMaxSamples {
+		t.Fatalf("window with no limits kept %d samples, want %d", unset.Len(), DefaultMaxSamples)
+	}
 	w.Add(Sample{At: t0.Add(2 * time.Hour), FillRatio: 0.5}, time.Hour, 16)
 	if w.Len() != 1 || w.Mean().FillRatio != 0.5 {
 		t.Fatalf("after the window passed: len %d mean %.2f, want 1 and 0.5", w.Len(), w.Mean().FillRatio)
