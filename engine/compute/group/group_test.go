@@ -340,6 +340,16 @@ func TestScaleToRejectsZeroAndSpreadsFailureDomains(t *testing.T) {
 	if rs := g.Replicas(); len(rs) != 2 || rs[0].Index != 0 || rs[1].Index != 1 {
 		t.Fatalf("scale down kept %+v, want indices 0 and 1", rs)
 	}
+	// Scaling up again recreates the same identities for the same indices.
+	if err := g.ScaleTo(4); err != nil {
+		t.Fatal(err)
+	}
+	var zero [32]byte
+	for _, r := range g.Replicas() {
+		if r.Identity != DeriveIdentity(zero, r.Index) {
+			t.Fatalf("replica %d identity changed across scale down/up", r.Index)
+		}
+	}
 }
 
 func TestRoundRobinAndLeastLoadRouting(t *testing.T) {
