@@ -42,6 +42,10 @@ type Sealer struct {
 	aead    cipher.AEAD
 	prefix  [4]byte
 	counter uint64
+	// scratch for the nonce and associated data: slices of them go through
+	// the cipher.AEAD interface, so stack copies would escape per call.
+	nonce [NonceSize]byte
+	aad   [HeaderSize]byte
 }
 
 // NewSealer returns a Sealer for a KeySize-byte key and a sender prefix.
@@ -75,14 +79,15 @@ func (s *Sealer) Seal(dst []byte, h *Header, plaintext []byte) ([]byte, error) {
 	copy(h.Nonce[:4], s.prefix[:])
 	binary.LittleEndian.PutUint64(h.Nonce[4:], s.counter)
 	s.counter++
-	var hb [HeaderSize]byte
-	h.Put(&hb)
-	dst = append(dst, hb[:]...)
-	hb[hopCountOffset] = 0
-	return s.aead.Seal(dst, h.Nonce[:], plaintext, hb[:]), nil
+	h.Put(&s.aad)
+	dst = append(dst, s.aad[:]...)
+	s.aad[hopCountOffset] = 0
+	s.nonce = h.Nonce
+	return s.aead.Seal(dst, s.nonce[:], plaintext, s.aad[:]), nil
 }
 
-// Opener opens payloads sealed under one key.
+// Opener opens payloads sealed under one key. It is safe for concurrent
+// use.
 type Opener struct {
 	aead cipher.AEAD
 }
