@@ -26,6 +26,7 @@ func BenchmarkFoldRoundTrip(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	i := 0
+	done := reportCPU(b)
 	for b.Loop() {
 		seq, err := l.Append(p)
 		if err != nil {
@@ -38,4 +39,5 @@ func BenchmarkFoldRoundTrip(b *testing.B) {
 			l.Sweep(time.Now())
 		}
 	}
+	done()
 }

@@ -29,6 +29,7 @@ func BenchmarkAppendInline(b *testing.B) {
 	v := [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
 	b.ReportAllocs()
 	i := 0
+	done := reportCPU(b)
 	for b.Loop() {
 		if _, err := l.AppendInline(v); err != nil {
 			b.Fatal(err)
@@ -37,6 +38,7 @@ func BenchmarkAppendInline(b *testing.B) {
 			l.Sweep(time.Now())
 		}
 	}
+	done()
 }
 
 func benchAppend(b *testing.B, size int) {
@@ -45,6 +47,7 @@ func benchAppend(b *testing.B, size int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	i := 0
+	done := reportCPU(b)
 	for b.Loop() {
 		if _, err := l.Append(p); err != nil {
 			b.Fatal(err)
@@ -53,6 +56,7 @@ func benchAppend(b *testing.B, size int) {
 			l.Sweep(time.Now())
 		}
 	}
+	done()
 }
 
 func BenchmarkAppend32B(b *testing.B)  { benchAppend(b, 32) }
@@ -66,6 +70,7 @@ func BenchmarkAppendBatch64x64B(b *testing.B) {
 	}
 	b.ReportAllocs()
 	i := 0
+	done := reportCPU(b)
 	for b.Loop() {
 		if _, _, err := l.AppendBatch(batch); err != nil {
 			b.Fatal(err)
@@ -74,6 +79,7 @@ func BenchmarkAppendBatch64x64B(b *testing.B) {
 			l.Sweep(time.Now())
 		}
 	}
+	done()
 	b.ReportMetric(float64(b.N)*64/b.Elapsed().Seconds()/1e6, "Melem/s")
 }
 
@@ -98,6 +104,7 @@ func BenchmarkDiskAppend32B(b *testing.B) {
 			p := make([]byte, 32)
 			b.ReportAllocs()
 			i := 0
+			done := reportCPU(b)
 			for b.Loop() {
 				if _, err := l.Append(p); err != nil {
 					b.Fatal(err)
@@ -106,6 +113,7 @@ func BenchmarkDiskAppend32B(b *testing.B) {
 					l.Sweep(time.Now())
 				}
 			}
+			done()
 		})
 	}
 }
@@ -123,6 +131,7 @@ func BenchmarkTailLatency(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	i := 0
+	done := reportCPU(b)
 	for b.Loop() {
 		seq, err := l.Append(p)
 		if err != nil {
@@ -136,6 +145,7 @@ func BenchmarkTailLatency(b *testing.B) {
 			l.Sweep(time.Now())
 		}
 	}
+	done()
 }
 
 // BenchmarkTailPingPong measures append → wake-up of a subscriber on
@@ -161,6 +171,7 @@ func BenchmarkTailPingPong(b *testing.B) {
 	p := make([]byte, 32)
 	b.ReportAllocs()
 	i := 0
+	done := reportCPU(b)
 	for b.Loop() {
 		seq, err := l.Append(p)
 		if err != nil {
@@ -173,6 +184,7 @@ func BenchmarkTailPingPong(b *testing.B) {
 			l.Sweep(time.Now())
 		}
 	}
+	done()
 	t.Close()
 	for range ack {
 	}
