@@ -55,7 +55,7 @@ lint: ## Check formatting, vet, and that engine/ imports no Kubernetes package.
 test: tools lint ## Run every test: unit (with -race), adapters against real servers, envtest.
 	hack/test-deps.sh
 	go test -race -count=1 $(RACE_PKGS)
-	go test -count=1 $(ENVTEST_PKGS) -ginkgo.v
+	go test -count=1 -v $(ENVTEST_PKGS) -ginkgo.v
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files are not committed.

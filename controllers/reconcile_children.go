@@ -7,9 +7,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/util/diff"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/controllers/resources"
@@ -22,7 +24,9 @@ import (
 // equal.
 func (r *MeshClusterReconciler) apply(ctx context.Context, mc *meshv1.MeshCluster, obj client.Object, mutate func() error) error {
 	kind := r.kindOf(obj)
+	var before client.Object
 	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
+		before = obj.DeepCopyObject().(client.Object)
 		if err := mutate(); err != nil {
 			return err
 		}
@@ -36,6 +40,11 @@ func (r *MeshClusterReconciler) apply(ctx context.Context, mc *meshv1.MeshCluste
 	case controllerutil.OperationResultCreated:
 		r.Recorder.Eventf(mc, obj, corev1.EventTypeNormal, "Created", "Create", "created %s %s", kind, obj.GetName())
 	case controllerutil.OperationResultUpdated:
+		// Say what changed: an update on every pass would break the
+		// steady-state no-write invariant, and this is how to find why.
+		if logger := log.FromContext(ctx).V(1); logger.Enabled() {
+			logger.Info("updated child", "kind", kind, "name", obj.GetName(), "diff", diff.Diff(before, obj))
+		}
 		r.Recorder.Eventf(mc, obj, corev1.EventTypeNormal, "Updated", "Update", "updated %s %s", kind, obj.GetName())
 	}
 	return nil

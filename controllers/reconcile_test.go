@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +36,7 @@ const (
 func newCluster(name string) *meshv1.MeshCluster {
 	mc := &meshv1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
 	mc.Spec.Nodes = 3
-	mc.Spec.Standby.Replicas = 1
+	mc.Spec.Standby.Replicas = ptrTo[int32](1)
 	mc.Spec.Shards.Count = 8
 	return mc
 }
@@ -202,17 +204,25 @@ var _ = Describe("MeshCluster reconcile", func() {
 	})
 
 	Describe("spec changes", func() {
-		var mc *meshv1.MeshCluster
+		var (
+			mc   *meshv1.MeshCluster
+			name string
+			seq  int
+		)
 		BeforeEach(func() {
-			mc = newCluster("beta")
+			// A fresh name per spec: the garbage collector may still be
+			// deleting the previous spec's children.
+			seq++
+			name = fmt.Sprintf("beta-%d", seq)
+			mc = newCluster(name)
 			Expect(k8sClient.Create(ctx, mc)).To(Succeed())
 			DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-			Eventually(getSTS("beta"), timeout, interval).Should(Not(BeNil()))
+			Eventually(getSTS(name), timeout, interval).Should(Not(BeNil()))
 		})
 
 		update := func(mutate func(*meshv1.MeshCluster)) {
 			Eventually(func(g Gomega) {
-				got := getCluster(g, "beta")
+				got := getCluster(g, name)
 				mutate(got)
 				g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
 			}, timeout, interval).Should(Succeed())
@@ -221,7 +231,7 @@ var _ = Describe("MeshCluster reconcile", func() {
 		It("propagates a new image to the pod template", func() {
 			update(func(m *meshv1.MeshCluster) { m.Spec.Image = "example.org/mesh-node:v2" })
 			Eventually(func(g Gomega) string {
-				return getSTS("beta")(g).Spec.Template.Spec.Containers[0].Image
+				return getSTS(name)(g).Spec.Template.Spec.Containers[0].Image
 			}, timeout, interval).Should(Equal("example.org/mesh-node:v2"))
 		})
 
@@ -233,7 +243,7 @@ var _ = Describe("MeshCluster reconcile", func() {
 				}
 			})
 			Eventually(func(g Gomega) {
-				r := getSTS("beta")(g).Spec.Template.Spec.Containers[0].Resources
+				r := getSTS(name)(g).Spec.Template.Spec.Containers[0].Resources
 				g.Expect(r.Requests.Cpu().String()).To(Equal("250m"))
 				g.Expect(r.Requests.Memory().String()).To(Equal("256Mi"))
 				g.Expect(r.Limits.Memory().String()).To(Equal("512Mi"))
@@ -241,31 +251,31 @@ var _ = Describe("MeshCluster reconcile", func() {
 		})
 
 		It("rolls the pods when the node configuration changes", func() {
-			before := getSTS("beta")(Default).Spec.Template.Annotations[resources.ConfigHashAnnotation]
+			before := getSTS(name)(Default).Spec.Template.Annotations[resources.ConfigHashAnnotation]
 			update(func(m *meshv1.MeshCluster) { m.Spec.Retention.MaxEvents = ptrTo[int64](1000) })
 			Eventually(func(g Gomega) string {
-				return getSTS("beta")(g).Spec.Template.Annotations[resources.ConfigHashAnnotation]
+				return getSTS(name)(g).Spec.Template.Annotations[resources.ConfigHashAnnotation]
 			}, timeout, interval).ShouldNot(Equal(before))
 		})
 
 		It("grows the StatefulSet when nodes grow", func() {
 			update(func(m *meshv1.MeshCluster) { m.Spec.Nodes = 4 })
-			Eventually(func(g Gomega) int32 { return *getSTS("beta")(g).Spec.Replicas }, timeout, interval).Should(Equal(int32(5)))
+			Eventually(func(g Gomega) int32 { return *getSTS(name)(g).Spec.Replicas }, timeout, interval).Should(Equal(int32(5)))
 		})
 
 		It("refuses to shrink, saying why in a condition and a Warning Event", func() {
 			update(func(m *meshv1.MeshCluster) { m.Spec.Nodes = 2 })
 			Eventually(func(g Gomega) {
-				got := getCluster(g, "beta")
+				got := getCluster(g, name)
 				c := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionScaleDownBlocked)
 				g.Expect(c).NotTo(BeNil())
 				g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
 				g.Expect(c.Message).To(ContainSubstring("scale-down from 4 to 3 pods refused"))
 			}, timeout, interval).Should(Succeed())
-			Consistently(func(g Gomega) int32 { return *getSTS("beta")(g).Spec.Replicas }, 2*time.Second, interval).Should(Equal(int32(4)))
+			Consistently(func(g Gomega) int32 { return *getSTS(name)(g).Spec.Replicas }, 2*time.Second, interval).Should(Equal(int32(4)))
 			Eventually(func(g Gomega) {
 				var warnings []string
-				for _, e := range eventsFor(g, "beta") {
+				for _, e := range eventsFor(g, name) {
 					if e.Type == corev1.EventTypeWarning {
 						warnings = append(warnings, e.Reason)
 					}
@@ -276,18 +286,18 @@ var _ = Describe("MeshCluster reconcile", func() {
 			By("clearing the condition when the request is withdrawn")
 			update(func(m *meshv1.MeshCluster) { m.Spec.Nodes = 3 })
 			Eventually(func(g Gomega) bool {
-				return meta.IsStatusConditionFalse(getCluster(g, "beta").Status.Conditions, meshv1.ConditionScaleDownBlocked)
+				return meta.IsStatusConditionFalse(getCluster(g, name).Status.Conditions, meshv1.ConditionScaleDownBlocked)
 			}, timeout, interval).Should(BeTrue())
 		})
 
 		It("changes nothing while paused, but keeps status fresh", func() {
 			update(func(m *meshv1.MeshCluster) { m.Spec.Paused = true; m.Spec.Image = "example.org/mesh-node:paused" })
-			Eventually(func(g Gomega) meshv1.Phase { return getCluster(g, "beta").Status.Phase }, timeout, interval).Should(Equal(meshv1.PhasePaused))
+			Eventually(func(g Gomega) meshv1.Phase { return getCluster(g, name).Status.Phase }, timeout, interval).Should(Equal(meshv1.PhasePaused))
 			Consistently(func(g Gomega) string {
-				return getSTS("beta")(g).Spec.Template.Spec.Containers[0].Image
+				return getSTS(name)(g).Spec.Template.Spec.Containers[0].Image
 			}, 2*time.Second, interval).Should(Equal(meshv1.DefaultImage))
-			markPodsReady("beta", 4)
-			Eventually(func(g Gomega) int32 { return getCluster(g, "beta").Status.ReadyNodes }, timeout, interval).Should(Equal(int32(4)))
+			markPodsReady(name, 4)
+			Eventually(func(g Gomega) int32 { return getCluster(g, name).Status.ReadyNodes }, timeout, interval).Should(Equal(int32(4)))
 		})
 	})
 
@@ -344,31 +354,40 @@ var _ = Describe("MeshCluster reconcile", func() {
 		}
 		before := versions()
 
-		var writes atomic.Int32
-		count := func() { writes.Add(1) }
-		counting := interceptor.NewClient(k8sClient.(client.WithWatch), interceptor.Funcs{
+		var (
+			writes  atomic.Int32
+			mu      sync.Mutex
+			written []string
+		)
+		count := func(verb string, obj client.Object) {
+			writes.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			written = append(written, fmt.Sprintf("%s %T %s", verb, obj, obj.GetName()))
+		}
+		counting := interceptor.NewClient(k8sClient, interceptor.Funcs{
 			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-				count()
+				count("create", obj)
 				return c.Create(ctx, obj, opts...)
 			},
 			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-				count()
+				count("update", obj)
 				return c.Update(ctx, obj, opts...)
 			},
 			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
-				count()
+				count("patch", obj)
 				return c.Patch(ctx, obj, p, opts...)
 			},
 			Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-				count()
+				count("delete", obj)
 				return c.Delete(ctx, obj, opts...)
 			},
 			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-				count()
+				count("update "+sub, obj)
 				return c.SubResource(sub).Update(ctx, obj, opts...)
 			},
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-				count()
+				count("patch "+sub, obj)
 				return c.SubResource(sub).Patch(ctx, obj, p, opts...)
 			},
 		})
@@ -378,7 +397,7 @@ var _ = Describe("MeshCluster reconcile", func() {
 			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key("steady")})
 			Expect(err).NotTo(HaveOccurred())
 		}
-		Expect(writes.Load()).To(BeZero(), "a reconcile of an unchanged cluster must not write")
+		Expect(writes.Load()).To(BeZero(), "a reconcile of an unchanged cluster must not write; it wrote %v", written)
 		Expect(recorder.Events).To(BeEmpty(), "a reconcile of an unchanged cluster must not emit Events")
 		Expect(versions()).To(Equal(before))
 	})

@@ -16,8 +16,8 @@ const DefaultImage = "ghcr.io/purplerain/mesh-node:v0.1.0"
 // MeshClusterSpec declares a mesh cluster: its active and standby nodes, its
 // shards and how the operator moves them.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.standby) || self.standby.ackPolicy != 'Standby' || self.standby.replicas >= 1",message="standby.replicas must be at least 1 when standby.ackPolicy is Standby: no standby could acknowledge writes"
-// +kubebuilder:validation:XValidation:rule="!has(self.daemons) || self.daemons.all(d, !has(d.shards) || !has(d.shards.ids) || d.shards.ids.all(s, s < self.shards.count))",message="daemons[].shards.ids must name base shards, below shards.count"
+// +kubebuilder:validation:XValidation:rule="!has(self.standby) || !has(self.standby.ackPolicy) || self.standby.ackPolicy != 'Standby' || (has(self.standby.replicas) && self.standby.replicas >= 1)",message="standby.replicas must be at least 1 when standby.ackPolicy is Standby: no standby could acknowledge writes"
+// +kubebuilder:validation:XValidation:rule="!has(self.daemons) || !has(self.shards) || !has(self.shards.count) || self.daemons.all(d, !has(d.shards) || !has(d.shards.ids) || d.shards.ids.all(s, s < self.shards.count))",message="daemons[].shards.ids must name base shards, below shards.count"
 type MeshClusterSpec struct {
 	// Nodes is the number of active nodes, which own shards and accept
 	// writes. Lowering it starts a safe scale-down: the leaving nodes' shards
@@ -26,7 +26,7 @@ type MeshClusterSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	// +kubebuilder:default=3
 	// +optional
-	Nodes int32 `json:"nodes"`
+	Nodes int32 `json:"nodes,omitempty"`
 
 	// Standby configures standby nodes, which follow shards and are promoted
 	// when an active node fails.
@@ -114,7 +114,7 @@ type StandbySpec struct {
 	// +kubebuilder:validation:Maximum=100
 	// +kubebuilder:default=1
 	// +optional
-	Replicas int32 `json:"replicas"`
+	Replicas *int32 `json:"replicas,omitempty"`
 
 	// FailoverAfter is how long an active node may be not ready before a
 	// standby is promoted to own its shards.
@@ -122,7 +122,7 @@ type StandbySpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	FailoverAfter metav1.Duration `json:"failoverAfter"`
+	FailoverAfter metav1.Duration `json:"failoverAfter,omitzero"`
 
 	// LeaseDuration is how long an owner accepts writes without a fresh
 	// topology push. The operator waits a lease out before promoting, so two
@@ -131,17 +131,17 @@ type StandbySpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	LeaseDuration metav1.Duration `json:"leaseDuration"`
+	LeaseDuration metav1.Duration `json:"leaseDuration,omitzero"`
 
 	// AckPolicy says when an ingest is acknowledged: Leader (owner appended)
 	// or Standby (a standby also has it; needs replicas >= 1).
 	// +kubebuilder:default=Leader
 	// +optional
-	AckPolicy AckPolicy `json:"ackPolicy"`
+	AckPolicy AckPolicy `json:"ackPolicy,omitempty"`
 }
 
 // ShardsSpec configures the cluster's shards.
-// +kubebuilder:validation:XValidation:rule="!has(self.autoscale) || !self.autoscale.enabled || self.autoscale.maxShards >= self.count",message="shards.autoscale.maxShards must be at least shards.count"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscale) || !has(self.autoscale.enabled) || !self.autoscale.enabled || !has(self.autoscale.maxShards) || !has(self.count) || self.autoscale.maxShards >= self.count",message="shards.autoscale.maxShards must be at least shards.count"
 type ShardsSpec struct {
 	// Count is the number of base shards; keyed events hash onto them. It is
 	// immutable: changing it would re-route keys and break per-key order.
@@ -150,7 +150,7 @@ type ShardsSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="shards.count is immutable: changing it would re-route keys; create a new cluster instead"
 	// +kubebuilder:default=8
 	// +optional
-	Count int32 `json:"count"`
+	Count int32 `json:"count,omitempty"`
 
 	// Autoscale adds shards for keyless traffic under load and drains them
 	// when idle. Base shards are never removed.
@@ -186,7 +186,7 @@ type AutoscaleSpec struct {
 	// +kubebuilder:validation:Maximum=100
 	// +kubebuilder:default=10
 	// +optional
-	UnderutilizedThresholdPercent int32 `json:"underutilizedThresholdPercent,omitempty"`
+	UnderutilizedThresholdPercent *int32 `json:"underutilizedThresholdPercent,omitempty"`
 
 	// PushLatencyThreshold: a shard whose push latency exceeds this is
 	// overloaded.
@@ -194,7 +194,7 @@ type AutoscaleSpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	PushLatencyThreshold metav1.Duration `json:"pushLatencyThreshold,omitempty"`
+	PushLatencyThreshold metav1.Duration `json:"pushLatencyThreshold,omitzero"`
 
 	// FlushLatencyThreshold: a shard whose flush latency exceeds this is
 	// overloaded.
@@ -202,21 +202,21 @@ type AutoscaleSpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	FlushLatencyThreshold metav1.Duration `json:"flushLatencyThreshold,omitempty"`
+	FlushLatencyThreshold metav1.Duration `json:"flushLatencyThreshold,omitzero"`
 
 	// MetricsWindow is the window over which shard metrics are averaged.
 	// +kubebuilder:default="1m"
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	MetricsWindow metav1.Duration `json:"metricsWindow,omitempty"`
+	MetricsWindow metav1.Duration `json:"metricsWindow,omitzero"`
 
 	// Cooldown is the minimum time between two shard-count changes.
 	// +kubebuilder:default="1m"
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	Cooldown metav1.Duration `json:"cooldown,omitempty"`
+	Cooldown metav1.Duration `json:"cooldown,omitzero"`
 
 	// ScaleDownDelay is how long an added shard must stay idle before it is
 	// drained.
@@ -224,7 +224,7 @@ type AutoscaleSpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitempty"`
+	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitzero"`
 }
 
 // RetentionSpec bounds each shard's log.
@@ -270,26 +270,26 @@ type MigrationSpec struct {
 	// Strategy is how daemons move with their shard.
 	// +kubebuilder:default=SnapshotReplay
 	// +optional
-	Strategy MigrationStrategy `json:"strategy"`
+	Strategy MigrationStrategy `json:"strategy,omitempty"`
 
 	// MaxConcurrent is how many shard moves may run at once.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=64
 	// +kubebuilder:default=1
 	// +optional
-	MaxConcurrent int32 `json:"maxConcurrent"`
+	MaxConcurrent int32 `json:"maxConcurrent,omitempty"`
 
 	// Timeout bounds one shard move.
 	// +kubebuilder:default="5m"
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	Timeout metav1.Duration `json:"timeout"`
+	Timeout metav1.Duration `json:"timeout,omitzero"`
 
 	// OnTimeout says what happens to a move that exceeds Timeout.
 	// +kubebuilder:default=Abort
 	// +optional
-	OnTimeout OnTimeout `json:"onTimeout"`
+	OnTimeout OnTimeout `json:"onTimeout,omitempty"`
 }
 
 // StorageMode is where a node keeps shard logs.
@@ -328,13 +328,13 @@ const (
 )
 
 // StorageSpec configures where nodes keep shard logs.
-// +kubebuilder:validation:XValidation:rule="self.mode == oldSelf.mode",message="storage.mode is immutable: switching between Memory and Disk would lose data"
-// +kubebuilder:validation:XValidation:rule="self.mode != 'Disk' || has(self.size)",message="storage.size is required when storage.mode is Disk"
+// +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'Memory') == (has(oldSelf.mode) ? oldSelf.mode : 'Memory')",message="storage.mode is immutable: switching between Memory and Disk would lose data"
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Disk' || has(self.size)",message="storage.size is required when storage.mode is Disk"
 type StorageSpec struct {
 	// Mode is Memory or Disk. Immutable.
 	// +kubebuilder:default=Memory
 	// +optional
-	Mode StorageMode `json:"mode"`
+	Mode StorageMode `json:"mode,omitempty"`
 
 	// Size is each node's data volume size (Disk mode).
 	// +optional
@@ -353,17 +353,17 @@ type StorageSpec struct {
 	// nodes are removed by a scale-down or the cluster is deleted.
 	// +kubebuilder:default=Retain
 	// +optional
-	PVCRetention PVCRetention `json:"pvcRetention"`
+	PVCRetention PVCRetention `json:"pvcRetention,omitempty"`
 }
 
 // FsyncSpec is when disk logs are synced.
-// +kubebuilder:validation:XValidation:rule="self.policy != 'EveryN' || has(self.everyN)",message="storage.fsync.everyN is required when storage.fsync.policy is EveryN"
-// +kubebuilder:validation:XValidation:rule="self.policy != 'Interval' || has(self.interval)",message="storage.fsync.interval is required when storage.fsync.policy is Interval"
+// +kubebuilder:validation:XValidation:rule="!has(self.policy) || self.policy != 'EveryN' || has(self.everyN)",message="storage.fsync.everyN is required when storage.fsync.policy is EveryN"
+// +kubebuilder:validation:XValidation:rule="!has(self.policy) || self.policy != 'Interval' || has(self.interval)",message="storage.fsync.interval is required when storage.fsync.policy is Interval"
 type FsyncSpec struct {
 	// Policy is Never, EveryN or Interval.
 	// +kubebuilder:default=Never
 	// +optional
-	Policy FsyncPolicy `json:"policy"`
+	Policy FsyncPolicy `json:"policy,omitempty"`
 
 	// EveryN syncs after this many appends (policy EveryN).
 	// +kubebuilder:validation:Minimum=1
@@ -391,14 +391,14 @@ const (
 )
 
 // AdapterSpec mirrors every shard to an external system.
-// +kubebuilder:validation:XValidation:rule="self.type == 'None' || has(self.url)",message="adapter.url is required unless adapter.type is None"
-// +kubebuilder:validation:XValidation:rule="self.type != 'JetStream' || !has(self.url) || self.url.startsWith('nats://') || self.url.startsWith('tls://')",message="adapter.url must start with nats:// or tls:// for JetStream"
-// +kubebuilder:validation:XValidation:rule="self.type != 'Redis' || !has(self.url) || self.url.startsWith('redis://') || self.url.startsWith('rediss://')",message="adapter.url must start with redis:// or rediss:// for Redis"
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type == 'None' || has(self.url)",message="adapter.url is required unless adapter.type is None"
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'JetStream' || !has(self.url) || self.url.startsWith('nats://') || self.url.startsWith('tls://')",message="adapter.url must start with nats:// or tls:// for JetStream"
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'Redis' || !has(self.url) || self.url.startsWith('redis://') || self.url.startsWith('rediss://')",message="adapter.url must start with redis:// or rediss:// for Redis"
 type AdapterSpec struct {
 	// Type is None, JetStream or Redis.
 	// +kubebuilder:default=None
 	// +optional
-	Type AdapterType `json:"type"`
+	Type AdapterType `json:"type,omitempty"`
 
 	// URL is the server address, e.g. nats://nats:4222 or redis://redis:6379.
 	// +kubebuilder:validation:MaxLength=1024
@@ -683,7 +683,16 @@ func (m *MeshCluster) IsPaused() bool {
 
 // Replicas is the StatefulSet size the spec asks for: actives and standbys.
 func (s *MeshClusterSpec) Replicas() int32 {
-	return s.Nodes + s.Standby.Replicas
+	return s.Nodes + s.Standby.Count()
+}
+
+// Count is the number of standby nodes; the API server defaults an unset
+// count to 1.
+func (s *StandbySpec) Count() int32 {
+	if s.Replicas == nil {
+		return 1
+	}
+	return *s.Replicas
 }
 
 func init() {

@@ -56,10 +56,13 @@ func UpdateStatefulSet(mc *meshv1.MeshCluster, sts *appsv1.StatefulSet, replicas
 	sts.Spec.Replicas = ptr.To(replicas)
 	// TODO(issue 8): switch to OnDelete and let the operator roll pods one
 	// at a time, handing each active's shards off before its restart.
-	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{
-		Type:          appsv1.RollingUpdateStatefulSetStrategyType,
-		RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](0)},
+	// Only the type and partition are ours; maxUnavailable keeps whatever
+	// the API server defaulted (it depends on a feature gate).
+	sts.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+	if sts.Spec.UpdateStrategy.RollingUpdate == nil {
+		sts.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{}
 	}
+	sts.Spec.UpdateStrategy.RollingUpdate.Partition = ptr.To[int32](0)
 	// Data PVCs never carry owner references: the operator deletes them
 	// itself according to spec.storage.pvcRetention.
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{

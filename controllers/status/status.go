@@ -28,7 +28,7 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 		if o.StatefulSet.Spec.Replicas != nil {
 			replicas = *o.StatefulSet.Spec.Replicas
 		}
-		s.Nodes = max(replicas-o.Cluster.Spec.Standby.Replicas, 0)
+		s.Nodes = max(replicas-o.Cluster.Spec.Standby.Count(), 0)
 	}
 	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
