@@ -41,7 +41,8 @@ const (
 )
 
 type heapChunk struct {
-	buf  []byte
+	buf  []byte // fixed length; never re-sliced, so appends write no pointers
+	used int
 	last uint64 // last seq whose payload lives in buf
 }
 
@@ -80,18 +81,19 @@ func (s *store) heapPut(seq uint64, p []byte) (uint32, uint32) {
 	}
 	if k := len(s.heap); k > 0 {
 		c := &s.heap[k-1]
-		if cap(c.buf)-len(c.buf) >= n {
-			off := len(c.buf)
-			c.buf = append(c.buf, p...)
+		if len(c.buf)-c.used >= n {
+			off := c.used
+			copy(c.buf[off:], p)
+			c.used += n
 			c.last = seq
 			return s.heapBase + uint32(k-1), uint32(off)
 		}
 	}
 	// A new chunk; oversize payloads get a chunk of their own size. Chunk
 	// ids grow with seq, so retention frees chunks from the front.
-	buf := make([]byte, 0, max(heapChunkSize, n))
-	buf = append(buf, p...)
-	s.heap = append(s.heap, heapChunk{buf: buf, last: seq})
+	buf := make([]byte, max(heapChunkSize, n))
+	copy(buf, p)
+	s.heap = append(s.heap, heapChunk{buf: buf, used: n, last: seq})
 	return s.heapBase + uint32(len(s.heap)-1), 0
 }
 
