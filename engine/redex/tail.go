@@ -110,6 +110,15 @@ func (t *Tail) Err() error {
 // Next blocks for the next entry. After the buffered entries are drained it
 // returns the terminal error, or ctx's error if ctx ends first.
 func (t *Tail) Next(ctx context.Context) (Entry, error) {
+	// Fast path: a buffered entry needs no two-way select.
+	select {
+	case e, ok := <-t.ch:
+		if ok {
+			return e, nil
+		}
+		return Entry{}, t.err // published by close(t.ch)
+	default:
+	}
 	select {
 	case e, ok := <-t.ch:
 		if ok {
