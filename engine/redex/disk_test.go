@@ -403,3 +403,25 @@ func TestDiskRetentionDeletesSegmentsAndSurvivesReopen(t *testing.T) {
 		t.Fatalf("a dropped entry came back after reopen: %v", err)
 	}
 }
+
+func TestDiskRetentionDroppingEverythingKeepsSeqAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{now: 1}
+	o := Options{Dir: dir, Clock: clk.Now, Retention: Retention{MaxAge: time.Second}}
+	l := openDiskT(t, o)
+	for i := 0; i < 5; i++ {
+		mustAppend(t, l, "old")
+	}
+	if res, err := l.Sweep(time.Unix(0, int64(time.Hour))); err != nil || res.Dropped != 5 {
+		t.Fatalf("Sweep = %+v, %v", res, err)
+	}
+	l.Close()
+	l = openDiskT(t, o)
+	defer l.Close()
+	if l.Len() != 0 || l.NextSeq() != 5 || l.FirstSeq() != 5 {
+		t.Fatalf("reopened len=%d next=%d first=%d; want empty at 5", l.Len(), l.NextSeq(), l.FirstSeq())
+	}
+	if seq := mustAppend(t, l, "new"); seq != 5 {
+		t.Fatalf("append after reopen got %d, want 5", seq)
+	}
+}
