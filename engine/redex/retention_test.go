@@ -150,3 +150,24 @@ func TestRetentionFreesIndexAndHeapChunks(t *testing.T) {
 		t.Fatal("seq did not continue after the log was emptied by retention")
 	}
 }
+
+// Payload slices handed out before retention drops their heap chunk stay
+// intact: the heap is never rewritten, chunks are only released.
+func TestPayloadsStayValidAfterRetentionDropsTheirChunk(t *testing.T) {
+	l := openMem(t, Options{Retention: Retention{MaxEvents: 1}})
+	mustAppend(t, l, "keep-me")
+	held, _ := l.Get(0)
+	p := make([]byte, 4096)
+	for i := 0; i < 3*heapChunkSize/len(p); i++ {
+		for j := range p {
+			p[j] = byte(i)
+		}
+		if _, err := l.Append(p); err != nil {
+			t.Fatal(err)
+		}
+		l.Sweep(time.Now())
+	}
+	if string(held.Payload) != "keep-me" {
+		t.Fatalf("held payload changed to %q", held.Payload[:7])
+	}
+}
