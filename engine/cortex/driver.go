@@ -46,9 +46,9 @@ const (
 	startSeq
 )
 
-// FromBeginning folds from the oldest retained entry (seq 0 unless
-// retention already dropped a prefix: then the driver halts with
-// redex.ErrPruned, because the state would miss entries).
+// FromBeginning folds from seq 0. If retention already dropped a prefix,
+// the driver halts with redex.ErrPruned rather than fold a state that
+// misses entries.
 func FromBeginning() StartPosition { return StartPosition{kind: startBeginning} }
 
 // LiveOnly folds only entries appended after Start returns.
@@ -371,8 +371,9 @@ func (d *Driver[S]) Snapshot() (Snapshot, error) {
 	return s, nil
 }
 
-// Close stops the driver and waits for its goroutine. It does not close
-// the log.
+// Close stops the driver and waits for its goroutine (so it waits for a
+// fold in progress). It does not close the log. Fold functions must not
+// call View or Snapshot: they run under the state lock.
 func (d *Driver[S]) Close() error {
 	d.cancel()
 	<-d.done
