@@ -1,0 +1,170 @@
+// Package adminapi serves a node's admin API: the HTTP/JSON surface the
+// operator drives (DESIGN.md §5).
+//
+// Probes and metrics (/healthz, /readyz, /metrics) are open, as kubelets
+// and Prometheus call them. Everything under /v1/ needs a permission token
+// signed by the operator's key (header identity.HeaderName) with the admin
+// scope; a missing or bad token gets 401 and an insufficient one 403, and
+// neither changes anything. Errors are JSON {"error": "..."}.
+package adminapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/node"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// maxBody bounds request bodies: a topology of 65536 shards stays well
+// under it.
+const maxBody = 16 << 20
+
+// Server is the admin API handler.
+type Server struct {
+	node     *node.Node
+	verifier *identity.Verifier
+	now      func() time.Time
+	log      *slog.Logger
+	mux      *http.ServeMux
+}
+
+// Options configures a Server.
+type Options struct {
+	Node *node.Node
+	// Verifier checks tokens; it trusts the operator's public key.
+	Verifier *identity.Verifier
+	// Registry is where the node's metrics live; /metrics serves it.
+	Registry *prometheus.Registry
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// New returns the admin API handler.
+func New(opts Options) (*Server, error) {
+	if opts.Node == nil || opts.Verifier == nil || opts.Registry == nil {
+		return nil, errors.New("adminapi: Node, Verifier and Registry are required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{node: opts.Node, verifier: opts.Verifier, now: opts.Now, log: opts.Logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+	s.mux.Handle("GET /v1/status", s.admin(s.status))
+	s.mux.Handle("PUT /v1/topology", s.admin(s.putTopology))
+	// TODO(issue 7): shard moves (start/status/abort), promote, drain.
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.node.Ready(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// admin wraps h with token verification for the admin scope.
+func (s *Server) admin(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		header := r.Header.Get(identity.HeaderName)
+		if header == "" {
+			writeError(w, http.StatusUnauthorized, errors.New("missing "+identity.HeaderName+" header"))
+			return
+		}
+		if _, err := s.verifier.VerifyHeader(header, s.now(), identity.ScopeAdmin); err != nil {
+			status := http.StatusUnauthorized
+			if errors.Is(err, identity.ErrWrongScope) || errors.Is(err, identity.ErrWrongBinding) {
+				status = http.StatusForbidden
+			}
+			s.log.Warn("admin request refused", "path", r.URL.Path, "err", err)
+			writeError(w, status, err)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// Status is the GET /v1/status answer.
+type Status struct {
+	Name string        `json:"name"`
+	Role topology.Role `json:"role,omitempty"`
+	// Epoch is the held topology's epoch, 0 before the first push.
+	Epoch uint64 `json:"epoch"`
+	// LeaseRemainingMillis is how long the node may still accept writes.
+	LeaseRemainingMillis int64    `json:"leaseRemainingMillis"`
+	Owned                []uint16 `json:"owned"`
+	Followed             []uint16 `json:"followed"`
+	Ready                bool     `json:"ready"`
+	NotReadyReason       string   `json:"notReadyReason,omitempty"`
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	st := Status{Name: s.node.Name(), Role: s.node.Role(), Owned: []uint16{}, Followed: []uint16{}}
+	if t := s.node.Topology(); t != nil {
+		st.Epoch = t.Epoch
+		st.Owned = append(st.Owned, t.OwnedBy(st.Name)...)
+		st.Followed = append(st.Followed, t.FollowedBy(st.Name)...)
+		st.LeaseRemainingMillis = max(s.node.LeaseRemaining().Milliseconds(), 0)
+	}
+	if err := s.node.Ready(); err != nil {
+		st.NotReadyReason = err.Error()
+	} else {
+		st.Ready = true
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) putTopology(w http.ResponseWriter, r *http.Request) {
+	var t topology.Topology
+	if err := decode(r, &t); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.node.ApplyTopology(&t); err != nil {
+		status := http.StatusUnprocessableEntity
+		if errors.Is(err, topology.ErrStaleEpoch) {
+			status = http.StatusConflict
+		}
+		writeError(w, status, err)
+		return
+	}
+	s.log.Info("topology applied", "epoch", t.Epoch, "owned", t.OwnedBy(s.node.Name()))
+	writeJSON(w, http.StatusOK, map[string]uint64{"epoch": t.Epoch})
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode request body: %w", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}

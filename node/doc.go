@@ -1,0 +1,24 @@
+// Package node is the mesh node runtime: the process each MeshCluster pod
+// runs (cmd/mesh-node). It holds the topology the operator pushed, decides
+// which shards this node may write, and (in its subpackages) serves the
+// admin API the operator drives and the data API applications use.
+//
+// Invariants (pinned by tests):
+//
+//   - A node never goes back in epochs: a topology older than the one held
+//     is refused with topology.ErrStaleEpoch and changes nothing.
+//   - An owner accepts writes for a shard only while its lease is valid:
+//     the lease starts when a topology (or a renewal at the same epoch) is
+//     applied and lasts the topology's lease duration, measured on this
+//     node's own monotonic clock. After it expires every write is refused
+//     with ErrLeaseExpired until the operator pushes again. The operator waits
+//     a lease out before promoting another owner, so two owners never accept
+//     writes for one shard.
+//   - A write for a shard this node does not own is refused with a
+//     *NotOwnerError naming the owner's data address; the node does not
+//     forward (clients retry at the owner).
+//
+// TODO(issue 7): the node bus (owned shards as engine bus shards over RedEX
+// logs), the data API, replication to followers, fenced handoff, promotion
+// and drain are still to come; today the node holds the topology and leases.
+package node

@@ -1,0 +1,30 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNoTopology: the node has not received a topology yet.
+	ErrNoTopology = errors.New("node: no topology received yet")
+	// ErrLeaseExpired: the node's lease ran out; it accepts no writes until
+	// the operator renews it.
+	ErrLeaseExpired = errors.New("node: lease expired, not accepting writes")
+)
+
+// NotOwnerError says which node owns a shard this node was asked to write.
+type NotOwnerError struct {
+	Shard uint16
+	// Owner is the owner's name and Data its data API address; both empty
+	// when the topology names no owner.
+	Owner string
+	Data  string
+}
+
+func (e *NotOwnerError) Error() string {
+	if e.Owner == "" {
+		return fmt.Sprintf("node: shard %d has no owner in the current topology", e.Shard)
+	}
+	return fmt.Sprintf("node: shard %d is owned by %s (%s)", e.Shard, e.Owner, e.Data)
+}
