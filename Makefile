@@ -13,7 +13,7 @@ export KUBEBUILDER_ASSETS
 # Packages whose tests run with the race detector; envtest suites run
 # without it (the API server dominates their time, not our code).
 RACE_PKGS = ./engine/... ./node/... ./api/... ./cmd/...
-ENVTEST_PKGS = ./controllers/...
+ENVTEST_PKGS = ./controllers/... ./test/install/...
 
 .DEFAULT_GOAL := help
 
@@ -52,7 +52,7 @@ lint: ## Check formatting, vet, and that engine/ imports no Kubernetes package.
 	hack/check-layers.sh
 
 .PHONY: test
-test: tools lint ## Run every test: unit (with -race), adapters against real servers, envtest.
+test: tools lint helm-lint ## Run every test: unit (with -race), adapters against real servers, envtest.
 	hack/test-deps.sh
 	go test -race -count=1 $(RACE_PKGS)
 	go test -count=1 -v $(ENVTEST_PKGS) -ginkgo.v
@@ -84,3 +84,38 @@ k8s-binaries: ## Build etcd, kube-apiserver and kube-controller-manager from sou
 
 $(CONTROLLER_GEN) $(HELM):
 	hack/build-tools.sh $(BIN)
+
+##@ Packaging
+
+VERSION ?= v0.1.0
+IMAGE_REGISTRY ?= ghcr.io/purplerain
+IMAGES ?= $(BIN)/images
+CHART ?= charts/mesh-operator
+
+.PHONY: image
+image: ## Build the mesh-operator and mesh-node OCI image tarballs into bin/images (no Docker needed).
+	mkdir -p $(IMAGES) $(BIN)/static
+	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o $(BIN)/static/manager ./cmd/manager
+	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o $(BIN)/static/mesh-node ./cmd/mesh-node
+	go run ./cmd/image-builder --tag $(IMAGE_REGISTRY)/mesh-operator:$(VERSION) \
+	  --file $(BIN)/static/manager:/manager --entrypoint /manager --output $(IMAGES)/mesh-operator-$(VERSION).tar
+	go run ./cmd/image-builder --tag $(IMAGE_REGISTRY)/mesh-node:$(VERSION) \
+	  --file $(BIN)/static/mesh-node:/usr/local/bin/mesh-node --entrypoint /usr/local/bin/mesh-node --output $(IMAGES)/mesh-node-$(VERSION).tar
+
+.PHONY: chart-sync
+chart-sync: manifests ## Copy the generated CRD and RBAC role into the Helm chart.
+	mkdir -p $(CHART)/files/crds
+	cp config/crd/bases/*.yaml $(CHART)/files/crds/
+	cp config/rbac/role.yaml $(CHART)/files/role.yaml
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the Helm chart (strict).
+	$(HELM) lint --strict $(CHART)
+
+.PHONY: test-install
+test-install: tools ## Run the install tests: helm template goldens, helm install/upgrade and kubectl apply -k on envtest.
+	go test -count=1 -v ./test/install/... -ginkgo.v
+
+.PHONY: docs
+docs: ## Regenerate docs/reference.md from the API types' comments.
+	go run ./hack/refdocs -o docs/reference.md
