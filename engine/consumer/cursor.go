@@ -125,5 +125,11 @@ func Decode(s string) (*Cursor, error) {
 	if len(b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrBadCursor, len(b))
 	}
+	// Over-long varints or stray base64 bits decode to the same positions
+	// but are not what Encode produces; accept exactly one spelling so
+	// cursors compare by string.
+	if again, err := c.Encode(); err != nil || again != s {
+		return nil, fmt.Errorf("%w: not in canonical form", ErrBadCursor)
+	}
 	return c, nil
 }
