@@ -225,16 +225,18 @@ func (b *Bus) Ingest(e Event) (Receipt, error) {
 // pressure applies the backpressure mode to ev on the full shard s.
 func (b *Bus) pressure(s *shard.Shard, ev adapter.Event) error {
 	bp := b.cfg.Backpressure
+	// Refusals return the bare sentinels: a producer spinning on a full
+	// ring must not pay an allocation per attempt.
 	switch bp.Mode {
 	case ModeFailProducer:
-		return fmt.Errorf("shard %d: %w", s.ID, ErrBackpressure)
+		return ErrBackpressure
 	case ModeDropNewest:
 		s.Rejected.Add(1)
-		return fmt.Errorf("shard %d: %w", s.ID, ErrBackpressure)
+		return ErrBackpressure
 	case ModeSample:
 		if n := s.Pressure.Add(1); (n-1)%bp.Rate != 0 {
 			s.Rejected.Add(1)
-			return fmt.Errorf("shard %d: %w", s.ID, ErrSampled)
+			return ErrSampled
 		}
 	}
 	// DropOldest, or a sampled-in event: evict until it fits. Other
