@@ -11,6 +11,14 @@ var (
 	// ErrLeaseExpired: the node's lease ran out; it accepts no writes until
 	// the operator renews it.
 	ErrLeaseExpired = errors.New("node: lease expired, not accepting writes")
+	// ErrShardMoving: the shard is fenced for a handoff; retry shortly,
+	// the new owner will accept it.
+	ErrShardMoving = errors.New("node: shard is moving, retry shortly")
+	// ErrBehindRetention: a read asked for events retention already
+	// removed.
+	ErrBehindRetention = errors.New("node: position is behind retention")
+	// ErrBackpressure: the node cannot take more events right now.
+	ErrBackpressure = errors.New("node: backpressure, retry later")
 )
 
 // NotOwnerError says which node owns a shard this node was asked to write.

@@ -1,0 +1,294 @@
+// Package client is the Go SDK for mesh clusters: it learns the topology
+// from any node, routes keyed events to their shard's owner, retries when a
+// shard moves or a node answers "not owner", and polls every owner with one
+// composite cursor.
+//
+// Retries: a refused write (421 not owner, 503 moving, lease expired, no
+// topology, backpressure) is retried with jittered exponential backoff
+// after refreshing the topology, until the context ends. A write whose
+// outcome is unknown (the connection broke after the request was sent) is
+// also retried, so a retried event may be stored twice; events carry
+// whatever id the application needs to de-duplicate. Every event the SDK
+// reports as acknowledged was acknowledged by its shard's owner.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// Options configures a Client.
+type Options struct {
+	// Addresses are data API addresses (host:port) to learn the topology
+	// from; any live node will do.
+	Addresses []string
+	// HTTPClient defaults to a client with a 30 s timeout.
+	HTTPClient *http.Client
+	// RetryBase and RetryMax bound the backoff between retries (defaults
+	// 20 ms and 1 s).
+	RetryBase, RetryMax time.Duration
+}
+
+// Client talks to a mesh cluster's data API. It is safe for concurrent use.
+type Client struct {
+	opts Options
+	http *http.Client
+
+	mu   sync.RWMutex
+	topo *topology.Topology
+	rr   int
+}
+
+// New returns a client and learns the topology from one of the addresses.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if len(opts.Addresses) == 0 {
+		return nil, errors.New("client: at least one address is required")
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = 20 * time.Millisecond
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = time.Second
+	}
+	c := &Client{opts: opts, http: opts.HTTPClient}
+	if err := c.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Topology returns the topology the client currently routes by.
+func (c *Client) Topology() *topology.Topology {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.topo
+}
+
+// Refresh re-learns the topology from the known members, then from the
+// configured addresses, keeping the newest epoch seen.
+func (c *Client) Refresh(ctx context.Context) error {
+	var candidates []string
+	if t := c.Topology(); t != nil {
+		for _, m := range t.Members {
+			candidates = append(candidates, m.Data)
+		}
+	}
+	candidates = append(candidates, c.opts.Addresses...)
+	var errs []error
+	var best *topology.Topology
+	for _, addr := range candidates {
+		var t topology.Topology
+		if err := c.get(ctx, addr, "/v1/topology", &t); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if best == nil || t.Epoch > best.Epoch {
+			best = &t
+		}
+		break
+	}
+	if best == nil {
+		return fmt.Errorf("client: no node answered with a topology: %w", errors.Join(errs...))
+	}
+	c.mu.Lock()
+	if c.topo == nil || best.Epoch >= c.topo.Epoch {
+		c.topo = best
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// Event is one event to ingest.
+type Event = dataapi.Event
+
+// Ingest sends events, keyed ones to their shard's owner and keyless ones
+// to any active owner, and returns once every event was acknowledged (one
+// ack per event, in order) or the context ended.
+func (c *Client) Ingest(ctx context.Context, events ...Event) ([]dataapi.Ack, error) {
+	acks := make([]dataapi.Ack, len(events))
+	pending := make([]int, len(events))
+	for i := range pending {
+		pending[i] = i
+	}
+	for attempt := 0; ; attempt++ {
+		groups, err := c.route(events, pending)
+		if err != nil {
+			return nil, err
+		}
+		var retry []int
+		var lastErr error
+		for addr, idx := range groups {
+			batch := make([]Event, len(idx))
+			for j, i := range idx {
+				batch[j] = events[i]
+			}
+			var resp dataapi.IngestResponse
+			if err := c.post(ctx, addr, "/v1/ingest", dataapi.IngestRequest{Events: batch}, &resp); err != nil {
+				if !retriable(err) {
+					return nil, err
+				}
+				lastErr = err
+				retry = append(retry, idx...)
+				continue
+			}
+			if len(resp.Acks) != len(idx) {
+				return nil, fmt.Errorf("client: %s acknowledged %d of %d events", addr, len(resp.Acks), len(idx))
+			}
+			for j, i := range idx {
+				acks[i] = resp.Acks[j]
+			}
+		}
+		if len(retry) == 0 {
+			return acks, nil
+		}
+		pending = retry
+		if err := c.backoff(ctx, attempt, lastErr); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// route groups pending events by the data address they go to.
+func (c *Client) route(events []Event, pending []int) (map[string][]int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.topo
+	groups := map[string][]int{}
+	var owners []string
+	for _, s := range t.Shards {
+		if m, ok := t.Member(s.Owner); ok {
+			owners = append(owners, m.Data)
+		}
+	}
+	if len(owners) == 0 {
+		return nil, errors.New("client: the topology has no owner to write to")
+	}
+	for _, i := range pending {
+		var addr string
+		if len(events[i].Key) > 0 {
+			s, ok := t.Shard(topology.KeyShard(events[i].Key, t.BaseShards))
+			m, found := t.Member(s.Owner)
+			if !ok || !found {
+				return nil, fmt.Errorf("client: no owner for the shard of key %q", events[i].Key)
+			}
+			addr = m.Data
+		} else {
+			addr = owners[c.rr%len(owners)]
+			c.rr++
+		}
+		groups[addr] = append(groups[addr], i)
+	}
+	return groups, nil
+}
+
+// backoff waits before retry attempt+1 and refreshes the topology.
+func (c *Client) backoff(ctx context.Context, attempt int, cause error) error {
+	d := c.opts.RetryBase << min(attempt, 16)
+	if d > c.opts.RetryMax || d <= 0 {
+		d = c.opts.RetryMax
+	}
+	d = d/2 + rand.N(d/2+1)
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("client: gave up after %d attempts: %w (last error: %v)", attempt+1, ctx.Err(), cause)
+	case <-time.After(d):
+	}
+	_ = c.Refresh(ctx) // a failed refresh keeps the old topology; the next attempt tells
+	return nil
+}
+
+// Error is a refusal from a node.
+type Error struct {
+	Status int
+	dataapi.ErrorResponse
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("client: %d %s: %s", e.Status, e.Code, e.ErrorResponse.Error)
+}
+
+// retriable says whether a failed request may succeed if sent again
+// (possibly elsewhere after a topology refresh).
+func retriable(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		switch e.Code {
+		case dataapi.CodeNotOwner, dataapi.CodeShardMoving, dataapi.CodeLeaseExpired, dataapi.CodeNoTopology, dataapi.CodeBackpressure:
+			return true
+		}
+		return false
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) // transport error: node down or connection broken
+}
+
+func (c *Client) post(ctx context.Context, addr, path string, body, out any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("client: encode request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(req, out)
+}
+
+func (c *Client) get(ctx context.Context, addr, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, out)
+}
+
+func (c *Client) do(req *http.Request, out any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return &url.Error{Op: req.Method, URL: req.URL.String(), Err: err}
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(body, &e.ErrorResponse) != nil || e.Code == "" {
+			e.Code, e.ErrorResponse.Error = dataapi.CodeInternal, string(body)
+		}
+		return e
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("client: decode %s answer: %w", req.URL.Path, err)
+	}
+	return nil
+}
+
+// pollPage fetches one page from the node at addr.
+func (c *Client) pollPage(ctx context.Context, addr, cursor string, limit int) (dataapi.PollResponse, error) {
+	var out dataapi.PollResponse
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	err := c.get(ctx, addr, "/v1/poll?"+q.Encode(), &out)
+	return out, err
+}
