@@ -90,6 +90,10 @@ func (l *Log) openDisk() error {
 	slices.SortFunc(d.segs, func(a, b segment) int { return cmpU64(a.base, b.base) })
 
 	first := lw
+	if len(d.segs) == 0 && lw == 0 {
+		// No log here yet: a new log starts at Options.FirstSeq.
+		first = o.FirstSeq
+	}
 	if len(d.segs) > 0 {
 		first = max(first, d.segs[0].base)
 	}
@@ -247,6 +251,16 @@ func (d *diskLog) writeBatch(l *Log, first uint64, ts int64, ps [][]byte) error 
 		d.scr = appendFrame(d.scr, first+uint64(i), ts, 0, crc32.Checksum(p, castagnoli), p)
 	}
 	return d.commit(l, first, uint64(len(ps)))
+}
+
+// writeEntries appends the frames of replicated entries (their own seqs,
+// stamps and flags; crcs[i] is es[i]'s payload checksum) with one write.
+func (d *diskLog) writeEntries(l *Log, es []Entry, crcs []uint32) error {
+	d.scr = d.scr[:0]
+	for i, e := range es {
+		d.scr = appendFrame(d.scr, e.Seq, e.Time, e.Flags, crcs[i], e.Payload)
+	}
+	return d.commit(l, es[0].Seq, uint64(len(es)))
 }
 
 // commit writes d.scr (frames for n entries from seq first) to the active

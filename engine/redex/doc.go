@@ -8,9 +8,16 @@
 //
 // Invariants (each pinned by a test named after it):
 //
-//   - Sequence numbers start at 0 and are dense: the n-th entry ever appended
-//     has seq n. Retention only ever drops a prefix, so the retained entries
-//     are always the contiguous range [FirstSeq, NextSeq).
+//   - Sequence numbers start at Options.FirstSeq (0 unless set) and are
+//     dense: the n-th entry ever appended has seq FirstSeq+n. Retention only
+//     ever drops a prefix, so the retained entries are always the contiguous
+//     range [FirstSeq, NextSeq). Options.FirstSeq applies only to a new log;
+//     a disk log that exists reopens at the seqs on disk.
+//   - A replica holds its owner's seqs, stamps and flags: AppendReplicated
+//     takes an entry only if its seq is exactly NextSeq (else a
+//     *SeqGapError) and its stamp is not before the previous entry's
+//     (ErrTimeRegression), and a replicated batch is appended whole or not
+//     at all. Local appends after replicated ones are stamped no earlier.
 //   - AppendBatch of an empty slice reports ok=false ("nothing appended"),
 //     which is distinguishable from a batch whose first entry got seq 0.
 //   - Retention combines max events, max bytes (index record size plus

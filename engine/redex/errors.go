@@ -49,3 +49,22 @@ type PayloadTooLargeError struct {
 func (e *PayloadTooLargeError) Error() string {
 	return fmt.Sprintf("redex: payload of %d bytes exceeds the maximum of %d", e.Size, e.Max)
 }
+
+// ErrTimeRegression is returned by AppendReplicated for an entry stamped
+// earlier than the entry before it: timestamps are monotonic in seq, which
+// age retention relies on.
+var ErrTimeRegression = errors.New("redex: replicated entry stamped before its predecessor")
+
+// SeqGapError is returned by AppendReplicated when an entry's seq is not the
+// log's next seq: a replica takes entries only densely and in order.
+type SeqGapError struct {
+	// Got is the seq offered; Want is the log's NextSeq.
+	Got, Want uint64
+}
+
+func (e *SeqGapError) Error() string {
+	if e.Got < e.Want {
+		return fmt.Sprintf("redex: replicated seq %d already held (next is %d)", e.Got, e.Want)
+	}
+	return fmt.Sprintf("redex: replicated seq %d leaves a gap (next is %d)", e.Got, e.Want)
+}

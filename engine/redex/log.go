@@ -28,7 +28,8 @@ type Log struct {
 	clock  func() int64
 	coarse *coarseClock // the default clock; nil when Options.Clock is set
 	disk   *diskLog
-	inline [8]byte // AppendInline's payload, kept here so it does not escape
+	inline [8]byte  // AppendInline's payload, kept here so it does not escape
+	crcs   []uint32 // AppendReplicatedBatch's payload checksums, reused
 
 	// Lock-free mirrors of the state for String. They are updated under mu
 	// after each change and may trail it momentarily.
@@ -48,7 +49,8 @@ func Open(opts Options) (*Log, error) {
 		l.clock = l.coarse.now
 	}
 	if o.Dir == "" {
-		l.st.init(0)
+		l.st.init(o.FirstSeq)
+		l.publish()
 		return l, nil
 	}
 	if err := l.openDisk(); err != nil {

@@ -100,6 +100,13 @@ type Options struct {
 	Clock func() int64
 	// Logger receives operational messages. Default slog.Default().
 	Logger *slog.Logger
+	// FirstSeq is the seq the first append of a new, empty log gets (a
+	// follower whose owner already pruned a prefix starts at the owner's
+	// first retained seq, so both logs agree on every seq). It applies
+	// only to a memory log and to a disk directory that holds no log yet;
+	// a disk log that exists is reopened as it is on disk and FirstSeq is
+	// ignored.
+	FirstSeq uint64
 
 	// hooks lets tests in this package inject file faults.
 	hooks *testHooks
