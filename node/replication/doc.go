@@ -1,0 +1,67 @@
+// Package replication copies shard logs from their owner to followers over
+// TCP, framed with engine/wire packets (DESIGN.md §5–§7, issue 7 item 4).
+//
+// The owner runs a Server over its shard logs (a LogSource); each follower
+// runs one Follower per followed shard, which keeps a local redex.Log holding
+// the owner's entries at the owner's seqs, timestamps and flags.
+//
+// # Protocol
+//
+// One TCP connection carries one shard's subscription. Every packet is a
+// wire packet (64-byte header, unsealed payload of length-prefixed event
+// frames) with header subprotocol Subprotocol (0x0052), StreamID the shard and
+// Sequence numbering the sender's packets 1, 2, 3, … (a gap or repeat is a
+// protocol violation). Each event frame is one message whose first byte is
+// its kind; all integers are little endian:
+//
+//	subscribe  (follower→owner, alone in the first packet)
+//	           1 | shard u16 | from u64 | epoch u64 | nameLen u8 | name | tokenLen u16 | token
+//	accept     2 | shard u16 | ownerEpoch u64 | from u64 | ownerNext u64 | ownerFirst u64
+//	refuse     3 | shard u16 | code u8 | ownerEpoch u64 | seq u64 | reasonLen u16 | reason
+//	entry      4 | seq u64 | time i64 (Unix ns) | flags u32 | payload (the rest of the frame)
+//	ack        5 | shard u16 | next u64
+//	heartbeat  6 | shard u16 | ownerEpoch u64 | ownerNext u64
+//
+// The follower sends subscribe with from = its log's NextSeq, its epoch, its
+// member name and a permission token in identity's binary form; the owner
+// answers accept or refuse (refuse closes the connection). After accept the
+// owner streams entry messages (backfill by reads, then live by a redex
+// tail; many entries per packet) and a heartbeat every HeartbeatInterval;
+// the follower appends each packet's entries with one AppendReplicatedBatch
+// and answers with an ack of its next seq, and acks again every AckInterval.
+// A refuse can also end a running stream (lagged, too large, unavailable).
+//
+// # Invariants (pinned by tests)
+//
+//   - The owner streams a shard only to a token that verifies with
+//     identity.ScopeReplicate for that shard; anything else is refused
+//     (*DeniedError) before a single entry is sent.
+//   - Epochs never go back: the owner refuses a subscription whose epoch is
+//     older than its own, and a follower refuses an accept or heartbeat from
+//     an owner at an older epoch than its own (*StaleEpochError, naming who
+//     refused). Both are retried with backoff, since a topology push settles
+//     them.
+//   - A follower's log holds exactly the owner's entries in seq order: no
+//     gap and no duplicate at the backfill/live seam, across reconnections
+//     and follower restarts (it resumes from its own NextSeq), because
+//     AppendReplicated accepts only seq == NextSeq.
+//   - Nothing is skipped silently: if the owner pruned what the follower
+//     needs, the follower stops with *LaggedError; if the follower holds seqs
+//     the owner never had, it stops with *DivergedError. A slow follower is
+//     not lagged: when its live tail overflows, the owner catches it up by
+//     reads from where it stopped.
+//   - An ack is never beyond what the owner sent (else the connection is
+//     dropped) and a follower's acknowledged position never moves back.
+//     WaitReplicated(shard, seq) returns only once some follower acknowledged
+//     a position above seq, i.e. appended it (and synced it with
+//     SyncBeforeAck).
+//   - Close stops every goroutine the package started.
+//
+// Entries larger than MaxEntryPayload cannot be replicated yet (the owner
+// refuses with RefuseTooLarge and the follower stops); the node keeps its
+// logs' MaxPayload at or below it.
+//
+// TODO(issue 7): packets are not sealed (wire's AEAD needs session keys from a
+// handshake that does not exist yet); tokens are bearer credentials, so until
+// then replication must run on a trusted network.
+package replication

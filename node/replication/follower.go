@@ -1,0 +1,406 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/purplerain/mesh-operator/engine/redex"
+)
+
+// FollowerOptions configures a Follower.
+type FollowerOptions struct {
+	// Name identifies this follower to the owner (the node's member name).
+	Name string
+	// Shard is the shard followed.
+	Shard uint16
+	// Addr is the owner's wire address (host:port).
+	Addr string
+	// Log is the follower's copy of the shard log. Nothing else may append
+	// to it while the follower runs.
+	Log *redex.Log
+	// Epoch is the node's current topology epoch. Required.
+	Epoch func() uint64
+	// Token returns a permission token (identity binary form) carrying
+	// ScopeReplicate for the shard; it is called for every connection, so
+	// short-lived tokens are fine. Required.
+	Token func() ([]byte, error)
+	// AckInterval is how often the position is acknowledged besides after
+	// every appended batch. Default 100ms.
+	AckInterval time.Duration
+	// ReadTimeout: a connection that brings nothing (not even a heartbeat)
+	// for this long is dropped and redialled. Default 5s; keep it well
+	// above the owner's heartbeat interval.
+	ReadTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between reconnections; it
+	// doubles after each failed attempt and resets after a subscription is
+	// accepted. Defaults 50ms and 2s.
+	MinBackoff, MaxBackoff time.Duration
+	// SyncBeforeAck fsyncs the log before each acknowledgement, so an ack
+	// means the entries survive a crash of the follower, not only of the
+	// owner. Without it an ack means the follower's log appended them
+	// (durable as its fsync policy makes them).
+	SyncBeforeAck bool
+	// Dial opens the connection. Default a net.Dialer with a 5s timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives connection-level messages. Default slog.Default().
+	Logger *slog.Logger
+
+	// beforeAppend, set by tests in this package, runs before each batch
+	// is appended.
+	beforeAppend func(n int)
+}
+
+// FollowerStatus is a follower's view of its replication.
+type FollowerStatus struct {
+	Shard uint16
+	// Connected: a subscription is accepted and streaming.
+	Connected bool
+	// Next is the follower log's next seq.
+	Next uint64
+	// OwnerNext is the owner's next seq as last learned from the stream
+	// (accept, entries, heartbeats).
+	OwnerNext uint64
+	// Lag is OwnerNext - Next (0 when caught up).
+	Lag uint64
+	// OwnerEpoch is the owner's epoch as last learned.
+	OwnerEpoch uint64
+	// Subscriptions counts accepted subscriptions (1 + reconnections).
+	Subscriptions uint64
+	// LastErr is why the last connection ended or failed (nil if none
+	// did); the follower retries it unless Err is set.
+	LastErr error
+}
+
+// Follower replicates one shard's log from its owner into a local log:
+// it subscribes from the local NextSeq, appends what the owner streams with
+// redex.AppendReplicated, acknowledges its position, and reconnects with
+// backoff when the owner goes away. It stops on Close or on an error that
+// retrying cannot fix (see Err).
+type Follower struct {
+	o      FollowerOptions
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	status FollowerStatus
+	err    error
+}
+
+// StartFollower starts following; it returns once the follower's goroutine
+// runs (it connects in the background).
+func StartFollower(o FollowerOptions) (*Follower, error) {
+	if o.Log == nil || o.Epoch == nil || o.Token == nil || o.Addr == "" {
+		return nil, errors.New("replication: FollowerOptions needs Log, Epoch, Token and Addr")
+	}
+	if len(o.Name) > maxNameLen {
+		return nil, fmt.Errorf("replication: follower name longer than %d bytes", maxNameLen)
+	}
+	if o.AckInterval <= 0 {
+		o.AckInterval = 100 * time.Millisecond
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 5 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 50 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(2*time.Second, o.MinBackoff)
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		o.Dial = d.DialContext
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Follower{
+		o:      o,
+		log:    o.Logger.With("component", "replication-follower", "shard", o.Shard, "owner", o.Addr),
+		cancel: cancel,
+		done:   make(chan struct{}),
+		status: FollowerStatus{Shard: o.Shard},
+	}
+	go f.run(ctx)
+	return f, nil
+}
+
+// Close stops the follower and waits for it. It does not close the log.
+func (f *Follower) Close() error {
+	f.cancel()
+	<-f.done
+	return nil
+}
+
+// Done is closed when the follower stopped (Close or a terminal error).
+func (f *Follower) Done() <-chan struct{} { return f.done }
+
+// Err is the terminal error once Done is closed: a *LaggedError (the owner
+// pruned what this follower needs; resync from a snapshot), a
+// *DivergedError (the local log holds seqs the owner never had), a
+// *RefusedError with RefuseTooLarge, an error appending to the local log,
+// or ErrFollowerClosed after Close. It is nil while the follower runs.
+func (f *Follower) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// Status reports the follower's position and lag.
+func (f *Follower) Status() FollowerStatus {
+	next := f.o.Log.NextSeq()
+	f.mu.Lock()
+	s := f.status
+	f.mu.Unlock()
+	s.Next = next
+	if s.OwnerNext > next {
+		s.Lag = s.OwnerNext - next
+	}
+	return s
+}
+
+// terminal reports whether retrying cannot fix err.
+func terminal(err error) bool {
+	var (
+		lag *LaggedError
+		div *DivergedError
+		ref *RefusedError
+		app *appendError
+	)
+	switch {
+	case errors.As(err, &lag), errors.As(err, &div), errors.As(err, &app):
+		return true
+	case errors.As(err, &ref):
+		return ref.Code == RefuseTooLarge
+	}
+	return false
+}
+
+// appendError wraps a failure of the local log: the follower cannot make
+// progress by reconnecting.
+type appendError struct{ err error }
+
+func (e *appendError) Error() string {
+	return fmt.Sprintf("replication: append to follower log: %v", e.err)
+}
+func (e *appendError) Unwrap() error { return e.err }
+
+func (f *Follower) run(ctx context.Context) {
+	defer close(f.done)
+	backoff := f.o.MinBackoff
+	for {
+		accepted, err := f.session(ctx)
+		f.mu.Lock()
+		f.status.Connected = false
+		f.mu.Unlock()
+		if ctx.Err() != nil {
+			f.setErr(ErrFollowerClosed)
+			return
+		}
+		if terminal(err) {
+			f.log.Error("replication follower stopped", "err", err)
+			f.setErr(err)
+			return
+		}
+		f.mu.Lock()
+		f.status.LastErr = err
+		f.mu.Unlock()
+		if accepted {
+			backoff = f.o.MinBackoff
+		}
+		f.log.Debug("replication connection ended; retrying", "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			f.setErr(ErrFollowerClosed)
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, f.o.MaxBackoff)
+	}
+}
+
+func (f *Follower) setErr(err error) {
+	f.mu.Lock()
+	f.err = err
+	f.mu.Unlock()
+}
+
+// session runs one connection: subscribe, stream, acknowledge. accepted
+// reports whether the owner accepted the subscription.
+func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
+	tok, err := f.o.Token()
+	if err != nil {
+		return false, fmt.Errorf("replication: get token: %w", err)
+	}
+	conn, err := f.o.Dial(ctx, "tcp", f.o.Addr)
+	if err != nil {
+		return false, fmt.Errorf("replication: dial owner: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+
+	shard := f.o.Shard
+	epoch := f.o.Epoch()
+	from := f.o.Log.NextSeq()
+	pw := newPacketWriter(conn, shard, 4096)
+	var wmu sync.Mutex // pw is shared with the periodic acker
+	_ = conn.SetWriteDeadline(time.Now().Add(f.o.ReadTimeout))
+	if err := pw.send(appendSubscribe(nil, subscribeMsg{Shard: shard, From: from, Epoch: epoch, Name: f.o.Name, Token: tok})); err != nil {
+		return false, fmt.Errorf("replication: send subscribe: %w", err)
+	}
+	pr := newPacketReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(f.o.ReadTimeout))
+	msgs, err := pr.next()
+	if err != nil {
+		return false, fmt.Errorf("replication: read subscribe answer: %w", err)
+	}
+	if len(msgs) != 1 {
+		return false, fmt.Errorf("%w: subscribe answered with %d messages", ErrProtocol, len(msgs))
+	}
+	m, err := decodeMessage(msgs[0])
+	if err != nil {
+		return false, err
+	}
+	switch m.kind {
+	case kindRefuse:
+		return false, refusalError(m.refuse, epoch, from)
+	case kindAccept:
+	default:
+		return false, fmt.Errorf("%w: subscribe answered with message kind %d", ErrProtocol, m.kind)
+	}
+	acc := m.accept
+	if acc.Shard != shard || acc.From != from {
+		return false, fmt.Errorf("%w: accept for shard %d from %d, asked shard %d from %d", ErrProtocol, acc.Shard, acc.From, shard, from)
+	}
+	if acc.Epoch < epoch {
+		return false, &StaleEpochError{Shard: shard, Refuser: SideFollower, Follower: epoch, Owner: acc.Epoch}
+	}
+	f.mu.Lock()
+	f.status.Connected = true
+	f.status.OwnerNext = acc.OwnerNext
+	f.status.OwnerEpoch = acc.Epoch
+	f.status.Subscriptions++
+	f.mu.Unlock()
+
+	// acked is one past the last seq this session appended; the periodic
+	// acker reports it too.
+	var ackMu sync.Mutex
+	acked := from
+	sendAck := func() error {
+		ackMu.Lock()
+		next := acked
+		ackMu.Unlock()
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = conn.SetWriteDeadline(time.Now().Add(f.o.ReadTimeout))
+		pw.msg = appendAck(pw.msg[:0], ackMsg{Shard: shard, Next: next})
+		return pw.send(pw.msg)
+	}
+	if err := sendAck(); err != nil {
+		return true, fmt.Errorf("replication: send ack: %w", err)
+	}
+	ackerDone := make(chan struct{})
+	ackerStop := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		t := time.NewTicker(f.o.AckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ackerStop:
+				return
+			case <-t.C:
+				if err := sendAck(); err != nil {
+					conn.Close() // the reader notices and the session ends
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(ackerStop)
+		<-ackerDone
+	}()
+
+	var entries []redex.Entry
+	next := from
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(f.o.ReadTimeout))
+		msgs, err := pr.next()
+		if err != nil {
+			return true, fmt.Errorf("replication: read stream: %w", err)
+		}
+		entries = entries[:0]
+		var endErr error
+		ownerNext := uint64(0)
+		for _, b := range msgs {
+			m, err := decodeMessage(b)
+			if err != nil {
+				return true, err
+			}
+			switch m.kind {
+			case kindEntry:
+				entries = append(entries, m.entry)
+				ownerNext = max(ownerNext, m.entry.Seq+1)
+			case kindHeartbeat:
+				if cur := f.o.Epoch(); m.heartbeat.Epoch < cur {
+					endErr = &StaleEpochError{Shard: shard, Refuser: SideFollower, Follower: cur, Owner: m.heartbeat.Epoch}
+				}
+				ownerNext = max(ownerNext, m.heartbeat.OwnerNext)
+				f.mu.Lock()
+				f.status.OwnerEpoch = m.heartbeat.Epoch
+				f.mu.Unlock()
+			case kindRefuse:
+				endErr = refusalError(m.refuse, epoch, next+uint64(len(entries)))
+			default:
+				return true, fmt.Errorf("%w: owner sent message kind %d mid-stream", ErrProtocol, m.kind)
+			}
+			if endErr != nil {
+				break
+			}
+		}
+		if len(entries) > 0 {
+			if f.o.beforeAppend != nil {
+				f.o.beforeAppend(len(entries))
+			}
+			if err := f.o.Log.AppendReplicatedBatch(entries); err != nil {
+				return true, &appendError{err: err}
+			}
+			next = entries[len(entries)-1].Seq + 1
+			if f.o.SyncBeforeAck {
+				if err := f.o.Log.Sync(); err != nil {
+					return true, &appendError{err: err}
+				}
+			}
+			ackMu.Lock()
+			acked = next
+			ackMu.Unlock()
+		}
+		if ownerNext > 0 {
+			f.mu.Lock()
+			f.status.OwnerNext = max(f.status.OwnerNext, ownerNext)
+			f.mu.Unlock()
+		}
+		if endErr != nil {
+			if len(entries) > 0 {
+				_ = sendAck()
+			}
+			return true, endErr
+		}
+		if len(entries) > 0 {
+			if err := sendAck(); err != nil {
+				return true, fmt.Errorf("replication: send ack: %w", err)
+			}
+		}
+	}
+}
