@@ -119,3 +119,19 @@ test-install: tools ## Run the install tests: helm template goldens, helm instal
 .PHONY: docs
 docs: ## Regenerate docs/reference.md from the API types' comments.
 	go run ./hack/refdocs -o docs/reference.md
+
+##@ Local cluster
+
+.PHONY: demo
+demo: k8s-binaries ## Run the operator and the sample MeshCluster on a local cluster (pods as processes).
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the local cluster, the operator and every pod process.
+	hack/demo.sh down
+
+.PHONY: test-e2e
+test-e2e: k8s-binaries ## Run the end-to-end suite on a fresh local cluster with the operator.
+	go build -o $(BIN)/manager ./cmd/manager
+	go build -o $(BIN)/mesh-node ./cmd/mesh-node
+	go test -count=1 -timeout=15m -v ./test/e2e/... -ginkgo.v
