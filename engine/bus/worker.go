@@ -198,9 +198,12 @@ func (w *worker) batch() {
 	}
 }
 
+// recycle returns a chunk to the free list. Only its used prefix needs
+// zeroing: free chunks are kept all-zero, and the drain worker writes at
+// most len(c) slots before handing one over.
 func (w *worker) recycle(c []adapter.Event) {
-	c = c[:cap(c)]
 	clear(c)
+	c = c[:cap(c)]
 	select {
 	case w.free <- c:
 	default:
