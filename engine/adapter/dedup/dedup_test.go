@@ -3,6 +3,7 @@ package dedup
 import (
 	"errors"
 	"fmt"
+	"go.uber.org/goleak"
 	"os"
 	"path/filepath"
 	"testing"
@@ -41,6 +42,8 @@ func TestCapacityClampedToMax(t *testing.T) {
 		}
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestSaveLoadRoundTripKeepsFIFOOrder(t *testing.T) {
 	s := New(4)

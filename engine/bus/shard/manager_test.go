@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"go.uber.org/goleak"
 	"math"
 	"math/bits"
 	"sync"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/purplerain/mesh-operator/engine/adapter"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func mustAdd(t *testing.T, m *Manager, id uint16) *Shard {
 	t.Helper()
