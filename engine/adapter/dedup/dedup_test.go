@@ -3,10 +3,11 @@ package dedup
 import (
 	"errors"
 	"fmt"
-	"go.uber.org/goleak"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Release note: "RedisStreamDedup is FIFO eviction, not LRU as documented".

@@ -2,11 +2,12 @@ package shard
 
 import (
 	"errors"
-	"go.uber.org/goleak"
 	"math"
 	"math/bits"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/purplerain/mesh-operator/engine/adapter"
 )
