@@ -75,28 +75,21 @@ type Header struct {
 	EventCount uint16
 }
 
-// Put writes h into b.
+// Put writes h into b. Neighbouring small fields are packed into one
+// 64-bit little-endian store each, which is what keeps encoding to a handful
+// of instructions.
 func (h *Header) Put(b *[HeaderSize]byte) {
 	le := binary.LittleEndian
-	le.PutUint16(b[0:], Magic)
-	b[2] = Version
-	b[3] = byte(h.Flags)
-	b[4] = h.Priority
-	b[5] = h.HopTTL
-	b[6] = h.HopCount
-	b[7] = h.FragmentFlags
-	le.PutUint16(b[8:], h.Subprotocol)
-	le.PutUint16(b[10:], h.ChannelHash)
+	le.PutUint64(b[0:], uint64(Magic)|uint64(Version)<<16|uint64(h.Flags)<<24|
+		uint64(h.Priority)<<32|uint64(h.HopTTL)<<40|uint64(h.HopCount)<<48|uint64(h.FragmentFlags)<<56)
+	le.PutUint32(b[8:], uint32(h.Subprotocol)|uint32(h.ChannelHash)<<16)
 	copy(b[12:24], h.Nonce[:])
 	le.PutUint64(b[24:], h.SessionID)
 	le.PutUint64(b[32:], h.StreamID)
 	le.PutUint64(b[40:], h.Sequence)
-	le.PutUint32(b[48:], h.OriginHash)
-	le.PutUint32(b[52:], h.SubnetID)
-	le.PutUint16(b[56:], h.FragmentID)
-	le.PutUint16(b[58:], h.FragmentOffset)
-	le.PutUint16(b[60:], h.PayloadLen)
-	le.PutUint16(b[62:], h.EventCount)
+	le.PutUint64(b[48:], uint64(h.OriginHash)|uint64(h.SubnetID)<<32)
+	le.PutUint64(b[56:], uint64(h.FragmentID)|uint64(h.FragmentOffset)<<16|
+		uint64(h.PayloadLen)<<32|uint64(h.EventCount)<<48)
 }
 
 // AppendTo appends the encoded header to dst.
@@ -111,12 +104,11 @@ const hopCountOffset = 6
 
 // DecodeHeader parses the first HeaderSize bytes of b (bytes after them are
 // the caller's business; DecodePacket checks them).
-func DecodeHeader(b []byte) (Header, error) {
-	var h Header
-	if err := h.Decode(b); err != nil {
-		return Header{}, err
+func DecodeHeader(b []byte) (h Header, err error) {
+	if err = h.Decode(b); err != nil {
+		h = Header{}
 	}
-	return h, nil
+	return h, err
 }
 
 // Decode is DecodeHeader into h, for callers that reuse a Header. On error
@@ -127,29 +119,43 @@ func (h *Header) Decode(b []byte) error {
 	}
 	b = b[:HeaderSize]
 	le := binary.LittleEndian
-	if m := le.Uint16(b[0:]); m != Magic {
+	w0 := le.Uint64(b[0:])
+	if m := uint16(w0); m != Magic {
 		return fmt.Errorf("%w: 0x%04x", ErrBadMagic, m)
 	}
-	if b[2] != Version {
-		return fmt.Errorf("%w: %d", ErrUnsupportedVersion, b[2])
+	if v := uint8(w0 >> 16); v != Version {
+		return fmt.Errorf("%w: %d", ErrUnsupportedVersion, v)
 	}
-	h.Flags = Flags(b[3])
-	h.Priority = b[4]
-	h.HopTTL = b[5]
-	h.HopCount = b[6]
-	h.FragmentFlags = b[7]
-	h.Subprotocol = le.Uint16(b[8:])
-	h.ChannelHash = le.Uint16(b[10:])
+	h.Flags = Flags(w0 >> 24)
+	h.Priority = uint8(w0 >> 32)
+	h.HopTTL = uint8(w0 >> 40)
+	h.HopCount = uint8(w0 >> 48)
+	h.FragmentFlags = uint8(w0 >> 56)
+	w1 := le.Uint32(b[8:])
+	h.Subprotocol = uint16(w1)
+	h.ChannelHash = uint16(w1 >> 16)
 	h.Nonce = [NonceSize]byte(b[12:24])
 	h.SessionID = le.Uint64(b[24:])
 	h.StreamID = le.Uint64(b[32:])
 	h.Sequence = le.Uint64(b[40:])
-	h.OriginHash = le.Uint32(b[48:])
-	h.SubnetID = le.Uint32(b[52:])
-	h.FragmentID = le.Uint16(b[56:])
-	h.FragmentOffset = le.Uint16(b[58:])
-	h.PayloadLen = le.Uint16(b[60:])
-	h.EventCount = le.Uint16(b[62:])
+	w6 := le.Uint64(b[48:])
+	h.OriginHash = uint32(w6)
+	h.SubnetID = uint32(w6 >> 32)
+	w7 := le.Uint64(b[56:])
+	h.FragmentID = uint16(w7)
+	h.FragmentOffset = uint16(w7 >> 16)
+	h.PayloadLen = uint16(w7 >> 32)
+	h.EventCount = uint16(w7 >> 48)
+	// One combined test keeps the valid path branch-light; the error
+	// path works out which rule failed.
+	if h.Flags&^flagsKnown != 0 || h.HopCount > h.HopTTL || int(h.EventCount)*FrameLenSize > h.plainLen() {
+		return h.invalid()
+	}
+	return nil
+}
+
+// invalid names the first rule a decoded header breaks.
+func (h *Header) invalid() error {
 	if h.Flags&^flagsKnown != 0 {
 		return fmt.Errorf("%w: 0x%02x", ErrUnknownFlags, uint8(h.Flags))
 	}

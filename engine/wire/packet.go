@@ -162,14 +162,24 @@ type Packet struct {
 // DecodePacket parses a whole packet: the header and exactly PayloadLen
 // bytes after it (fewer or more is ErrPayloadLength).
 func DecodePacket(b []byte) (Packet, error) {
-	h, err := DecodeHeader(b)
-	if err != nil {
+	var p Packet
+	if err := p.Decode(b); err != nil {
 		return Packet{}, err
 	}
-	if got := len(b) - HeaderSize; got != int(h.PayloadLen) {
-		return Packet{}, fmt.Errorf("%w: header says %d, have %d", ErrPayloadLength, h.PayloadLen, got)
+	return p, nil
+}
+
+// Decode is DecodePacket into p, for callers that reuse a Packet. On error p
+// is left in an unspecified state.
+func (p *Packet) Decode(b []byte) error {
+	if err := p.Header.Decode(b); err != nil {
+		return err
 	}
-	return Packet{Header: h, Payload: b[HeaderSize:]}, nil
+	if got := len(b) - HeaderSize; got != int(p.Header.PayloadLen) {
+		return fmt.Errorf("%w: header says %d, have %d", ErrPayloadLength, p.Header.PayloadLen, got)
+	}
+	p.Payload = b[HeaderSize:]
+	return nil
 }
 
 // Events splits an unsealed events payload into its events, appended to

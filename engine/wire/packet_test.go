@@ -148,3 +148,18 @@ func ExampleBuilder() {
 	fmt.Println(sent, len(evs), string(evs[1]))
 	// Output: 0 2 two
 }
+
+func TestPacketDecodeIntoMatchesDecodePacket(t *testing.T) {
+	pkt, _ := BuildPacket(nil, sampleHeader(), [][]byte{[]byte("x")}, DefaultMaxPayload)
+	want, err := DecodePacket(pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	if err := p.Decode(pkt); err != nil || p.Header != want.Header || !bytes.Equal(p.Payload, want.Payload) {
+		t.Fatalf("Decode into: %+v, %v", p, err)
+	}
+	if err := p.Decode(pkt[:len(pkt)-1]); !errors.Is(err, ErrPayloadLength) {
+		t.Fatalf("err = %v", err)
+	}
+}
