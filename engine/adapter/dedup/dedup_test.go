@@ -10,6 +10,8 @@ import (
 	"go.uber.org/goleak"
 )
 
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
 // Release note: "RedisStreamDedup is FIFO eviction, not LRU as documented".
 func TestEvictionIsFIFONotLRU(t *testing.T) {
 	s := New(3)
@@ -43,8 +45,6 @@ func TestCapacityClampedToMax(t *testing.T) {
 		}
 	}
 }
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestSaveLoadRoundTripKeepsFIFOOrder(t *testing.T) {
 	s := New(4)
