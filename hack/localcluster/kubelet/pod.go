@@ -74,10 +74,10 @@ func (w *podWorker) update(p *corev1.Pod) {
 
 func (w *podWorker) markGone()      { w.goneOnce.Do(func() { close(w.gone) }) }
 func (w *podWorker) shutdown()      { w.stopOnce.Do(func() { close(w.stopAll) }) }
-func (w *podWorker) requestResync() { signal(w.resync) }
-func (w *podWorker) notify()        { signal(w.kick) }
+func (w *podWorker) requestResync() { poke(w.resync) }
+func (w *podWorker) notify()        { poke(w.kick) }
 
-func signal(ch chan struct{}) {
+func poke(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
