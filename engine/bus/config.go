@@ -63,6 +63,12 @@ type Config struct {
 	// BaseShards are created Active at New as shards 0..BaseShards-1;
 	// keyed events hash onto them. Default 1.
 	BaseShards int
+	// NoBaseShards starts the bus with no shard at all: the caller adds
+	// exactly the shards it wants with AddShard (a mesh node adds the
+	// cluster shards it owns) and routes events itself with IngestTo.
+	// Keyed Ingest is then refused with ErrUnrouted, since keys map onto
+	// base shards.
+	NoBaseShards bool
 	// MaxShards bounds the shards that may exist at once. Default 1024.
 	MaxShards int
 	// RingCapacity is each shard's ring size (rounded up to a power of
@@ -97,7 +103,10 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.BaseShards <= 0 {
+	switch {
+	case c.NoBaseShards:
+		c.BaseShards = 0
+	case c.BaseShards <= 0:
 		c.BaseShards = 1
 	}
 	if c.MaxShards <= 0 {

@@ -30,6 +30,15 @@ type worker struct {
 	pushLat   atomic.Int64  // last observed ring wait (ns)
 	flushLat  atomic.Int64  // last observed dispatch time (ns)
 	held      atomic.Int64  // events in chunks/batches not yet processed
+
+	// Ticket progress (see ticket.go): the batch worker handles events in
+	// ring-position order, so after it handled n events every ticket <= n
+	// has its outcome. failedFrom is the first ticket of the first batch
+	// given up (0: none); every ticket from it on reports failure.
+	progressMu sync.Mutex
+	handled    uint64
+	failedFrom uint64
+	progress   chan struct{} // closed and replaced after every batch
 }
 
 const chunkSize = 1024
@@ -43,6 +52,7 @@ func (b *Bus) startWorker(s *shard.Shard) *worker {
 		finish:    make(chan struct{}),
 		drainDone: make(chan struct{}),
 		batchDone: make(chan struct{}),
+		progress:  make(chan struct{}),
 	}
 	go w.drain()
 	go w.batch()
@@ -230,6 +240,20 @@ func (w *worker) dispatch(events []adapter.Event) {
 	}
 	w.processed.Add(n)
 	w.held.Add(-int64(n))
+	w.recordProgress(n, err != nil)
+}
+
+// recordProgress publishes the outcome of the next n tickets to
+// WaitDispatched callers.
+func (w *worker) recordProgress(n uint64, failed bool) {
+	w.progressMu.Lock()
+	if failed && w.failedFrom == 0 {
+		w.failedFrom = w.handled + 1
+	}
+	w.handled += n
+	close(w.progress)
+	w.progress = make(chan struct{})
+	w.progressMu.Unlock()
 }
 
 // dispatchWithRetry calls OnBatch until it succeeds, fails fatally, runs

@@ -66,6 +66,14 @@ func (r *Ring[T]) Len() int {
 
 // TryPush appends v, reporting false if the ring is full.
 func (r *Ring[T]) TryPush(v T) bool {
+	_, ok := r.TryPushPos(v)
+	return ok
+}
+
+// TryPushPos appends v like TryPush and also returns the position it was
+// pushed at. Positions start at 0 and are handed out in FIFO order, so a
+// single consumer pops values in position order.
+func (r *Ring[T]) TryPushPos(v T) (uint64, bool) {
 	pos := r.tail.Load()
 	for {
 		s := &r.slots[pos&r.mask]
@@ -75,11 +83,11 @@ func (r *Ring[T]) TryPush(v T) bool {
 			if r.tail.CompareAndSwap(pos, pos+1) {
 				s.val = v
 				s.seq.Store(pos + 1)
-				return true
+				return pos, true
 			}
 			pos = r.tail.Load()
 		case seq < pos:
-			return false // slot still holds the value from one lap ago
+			return 0, false // slot still holds the value from one lap ago
 		default:
 			pos = r.tail.Load()
 		}

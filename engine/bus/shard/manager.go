@@ -90,6 +90,18 @@ func (s *Shard) Push(ev adapter.Event) bool {
 	return true
 }
 
+// PushTicket pushes ev like Push and returns its ticket: one more than its
+// ring position, so the n-th event ever accepted by this shard has ticket n.
+func (s *Shard) PushTicket(ev adapter.Event) (uint64, bool) {
+	pos, ok := s.Ring.TryPushPos(ev)
+	if !ok {
+		return 0, false
+	}
+	s.Ingested.Add(1)
+	s.Notify()
+	return pos + 1, true
+}
+
 // Notify wakes the drain worker if it is parked.
 func (s *Shard) Notify() {
 	if s.sleeping.Load() {
