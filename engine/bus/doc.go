@@ -42,13 +42,13 @@
 //   - Ingest timestamps are nanoseconds from a monotonic baseline captured
 //     when the bus is created (never a hard-coded zero), never decreasing.
 //   - Acknowledged ingest: IngestTo returns a Ticket, and WaitDispatched
-    returns nil only after the adapter stored that event; a batch given up
-    (or a shard stopped first) is ErrNotDispatched, never a silent success.
-    A ticket belongs to one incarnation of a shard: re-adding a removed
-    shard id never confirms the old incarnation's events. IngestTo refuses
-    evicting backpressure modes, where ring order and dispatch order differ.
-  - With NoBaseShards the bus starts with no shard; the caller adds the
-    shards it wants (a mesh node: the cluster shards it owns).
-  - Flush returns once every event accepted before the call has been
+//     returns nil only after the adapter stored that event; a batch given up
+//     (or a shard stopped first) is ErrNotDispatched, never a silent success.
+//     A ticket belongs to one incarnation of a shard: re-adding a removed
+//     shard id never confirms the old incarnation's events. IngestTo refuses
+//     evicting backpressure modes, where ring order and dispatch order differ.
+//   - With NoBaseShards the bus starts with no shard; the caller adds the
+//     shards it wants (a mesh node: the cluster shards it owns).
+//   - Flush returns once every event accepted before the call has been
 //     dispatched or counted as dropped, then flushes the adapter.
 package bus
