@@ -38,7 +38,8 @@ var (
 	ErrBadMaxPayload = errors.New("wire: max payload out of range")
 )
 
-// TODO(issue 5): fragmentation. The header carries fragment id, offset and
+// TODO(issue 7): fragmentation, when the binary data API needs events
+// larger than one packet. The header carries fragment id, offset and
 // flags, but nothing here splits an event larger than one payload across
 // packets or reassembles it; such an event is refused with ErrEventTooLarge.
 // Replication and the data API must keep events within MaxPlainPayload
