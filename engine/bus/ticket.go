@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	randv2 "math/rand/v2"
 
 	"github.com/purplerain/mesh-operator/engine/adapter"
 	"github.com/purplerain/mesh-operator/engine/bus/shard"
@@ -75,6 +76,22 @@ func (b *Bus) IngestTo(id uint16, payload []byte) (Ticket, error) {
 		return Ticket{}, fmt.Errorf("shard %d: %w", id, ErrBackpressure)
 	}
 	return Ticket{Shard: id, Timestamp: ev.Timestamp, n: n, w: w}, nil
+}
+
+// IngestAny ingests one keyless event into the least-loaded active shard
+// (the selection IngestRaw makes) and returns its ticket.
+func (b *Bus) IngestAny(payload []byte) (Ticket, error) {
+	if m := b.cfg.Backpressure.Mode; m == ModeDropOldest || m == ModeSample {
+		return Ticket{}, ErrEvictingMode
+	}
+	h := randv2.Uint64()
+	s, err := b.route(func() *shard.Shard { return b.mgr.Select(h) })
+	if err != nil {
+		return Ticket{}, err
+	}
+	id := s.ID
+	release(s)
+	return b.IngestTo(id, payload)
 }
 
 // WaitDispatched returns nil once the adapter has stored t's event, an

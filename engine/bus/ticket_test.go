@@ -192,3 +192,27 @@ func TestTicketOfARemovedShardIncarnationIsNotConfirmedByItsSuccessor(t *testing
 		t.Fatalf("old incarnation's refused event: want ErrNotDispatched, got %v", err)
 	}
 }
+
+func TestIngestAnyPicksAnActiveShardAndConfirms(t *testing.T) {
+	f := newFaulty()
+	b := ticketBus(t, f, 3, 9)
+	for range 50 {
+		tk, err := b.IngestAny([]byte("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Shard != 3 && tk.Shard != 9 {
+			t.Fatalf("keyless event went to shard %d", tk.Shard)
+		}
+		if err := b.WaitDispatched(context.Background(), tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(stored(t, f, 3)) + len(stored(t, f, 9)); n != 50 {
+		t.Fatalf("%d events stored, want 50", n)
+	}
+	empty := ticketBus(t, newFaulty())
+	if _, err := empty.IngestAny([]byte("x")); !errors.Is(err, ErrUnrouted) {
+		t.Fatalf("no shard: want ErrUnrouted, got %v", err)
+	}
+}
