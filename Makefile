@@ -91,15 +91,16 @@ VERSION ?= v0.1.0
 IMAGE_REGISTRY ?= ghcr.io/purplerain
 IMAGES ?= $(BIN)/images
 CHART ?= charts/mesh-operator
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 
 .PHONY: image
 image: ## Build the mesh-operator and mesh-node OCI image tarballs into bin/images (no Docker needed).
 	mkdir -p $(IMAGES) $(BIN)/static
 	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o $(BIN)/static/manager ./cmd/manager
 	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o $(BIN)/static/mesh-node ./cmd/mesh-node
-	go run ./cmd/image-builder --tag $(IMAGE_REGISTRY)/mesh-operator:$(VERSION) \
+	go run ./cmd/image-builder --tag $(IMAGE_REGISTRY)/mesh-operator:$(VERSION) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) \
 	  --file $(BIN)/static/manager:/manager --entrypoint /manager --output $(IMAGES)/mesh-operator-$(VERSION).tar
-	go run ./cmd/image-builder --tag $(IMAGE_REGISTRY)/mesh-node:$(VERSION) \
+	go run ./cmd/image-builder --tag $(IMAGE_REGISTRY)/mesh-node:$(VERSION) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) \
 	  --file $(BIN)/static/mesh-node:/usr/local/bin/mesh-node --entrypoint /usr/local/bin/mesh-node --output $(IMAGES)/mesh-node-$(VERSION).tar
 
 .PHONY: chart-sync
