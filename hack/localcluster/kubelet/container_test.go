@@ -114,7 +114,9 @@ func (f *runnerFixture) logText() string {
 	return string(b)
 }
 
-func (f *runnerFixture) starts() int { return strings.Count(f.logText(), "process kubelet: started pid") }
+func (f *runnerFixture) starts() int {
+	return strings.Count(f.logText(), "process kubelet: started pid")
+}
 
 // waitWaiters waits until a goroutine blocks on the fake clock.
 func (f *runnerFixture) waitWaiters() {

@@ -21,7 +21,7 @@ func TestPathRewriterReplacesMountPathsAtPathBoundaries(t *testing.T) {
 		"/etc/mesh":                                     "/s/pods/u/volumes/config",
 		"/etc/mesh/adapter-credentials/password":        "/s/pods/u/volumes/creds/password", // longest mount wins
 		`{"dir":"/var/lib/mesh","creds":"/etc/mesh/x"}`: `{"dir":"/s/pvcs/ns/data-demo-0","creds":"/s/pods/u/volumes/config/x"}`,
-		"/etc/meshy/file":                               "/etc/meshy/file", // not the same directory
+		"/etc/meshy/file":                               "/etc/meshy/file",    // not the same directory
 		"/opt/etc/mesh/file":                            "/opt/etc/mesh/file", // not at a path start
 		"a:/etc/mesh,b:/var/lib/mesh/d":                 "a:/s/pods/u/volumes/config,b:/s/pvcs/ns/data-demo-0/d",
 	} {
