@@ -2,6 +2,7 @@ package install_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 
@@ -70,6 +71,13 @@ var _ = Describe("the chart stays in sync with what is generated and built", fun
 		Expect(yaml.UnmarshalStrict([]byte(readFile(repoRoot, "config", "crd", "bases", "mesh.purplerain.io_meshclusters.yaml")), want)).To(Succeed())
 		Expect(rendered.Spec).To(Equal(want.Spec))
 		Expect(rendered.Annotations).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"))
+	})
+
+	It("ships an API reference generated from the current API types (make docs)", func() {
+		cmd := exec.Command("go", "run", "./hack/refdocs", "-o", "docs/reference.md", "-check")
+		cmd.Dir = repoRoot
+		out, err := cmd.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "%s", out)
 	})
 
 	It("installs by default the images the Makefile builds", func() {
