@@ -91,3 +91,7 @@ func helperMain(mode string) {
 	}
 	os.Exit(2)
 }
+
+func fmtSscan(s string, pid *int) (int, error) { return fmt.Sscan(s, pid) }
+
+func processAlive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }

@@ -195,6 +195,9 @@ func (w *podWorker) run(pod *corev1.Pod) {
 			allDone = nil // fire once
 			pod = w.writeStatus(pod)
 			if terminating {
+				// Directories go before the object, so a pod that is gone
+				// from the API has left nothing behind but its PVCs and logs.
+				_ = os.RemoveAll(w.dir)
 				if err := w.k.deletePod(pod); err != nil {
 					w.k.cfg.Log.Warn("remove terminated pod", "pod", key, "err", err)
 				}
