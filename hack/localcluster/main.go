@@ -301,8 +301,14 @@ func down(args []string) error {
 	pid, ok := running(state)
 	if !ok {
 		_ = os.Remove(pidFile(state))
-		fmt.Println("no local cluster running for", state)
-		return nil
+		// A crashed `up` may have left etcd and kube-apiserver behind.
+		left, err := cluster.KillRecorded(state, 10*time.Second)
+		if len(left) > 0 {
+			fmt.Printf("stopped %d processes left by a local cluster that did not shut down (pids %v)\n", len(left), left)
+		} else {
+			fmt.Println("no local cluster running for", state)
+		}
+		return err
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(*timeout)
@@ -315,7 +321,8 @@ func down(args []string) error {
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	_ = os.Remove(pidFile(state))
-	return fmt.Errorf("local cluster (pid %d) did not stop within %s: killed; its control-plane children may need `localcluster down` again", pid, *timeout)
+	left, _ := cluster.KillRecorded(state, 10*time.Second)
+	return fmt.Errorf("local cluster (pid %d) did not stop within %s: killed it and %d processes it had started", pid, *timeout, len(left))
 }
 
 func status(args []string) error {

@@ -119,6 +119,9 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := c.startControllerManager(); err != nil {
 		return c, err
 	}
+	if err := recordChildren(o.StateDir); err != nil {
+		return c, fmt.Errorf("record processes: %w", err)
+	}
 	if err := c.startKubelet(); err != nil {
 		return c, err
 	}
@@ -287,6 +290,7 @@ func (c *Cluster) Stop() error {
 		for _, f := range c.logFiles {
 			_ = f.Close()
 		}
+		_ = os.Remove(PIDFile(c.opts.StateDir))
 	})
 	return errors.Join(errs...)
 }
