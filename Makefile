@@ -132,7 +132,5 @@ demo-down: ## Stop the local cluster, the operator and every pod process.
 	hack/demo.sh down
 
 .PHONY: test-e2e
-test-e2e: k8s-binaries ## Run the end-to-end suite on a fresh local cluster with the operator.
-	go build -o $(BIN)/manager ./cmd/manager
-	go build -o $(BIN)/mesh-node ./cmd/mesh-node
+test-e2e: k8s-binaries ## Run the end-to-end suite on a fresh local cluster with the operator (logs in tmp/e2e/).
 	go test -count=1 -timeout=15m -v ./test/e2e/... -ginkgo.v -ginkgo.timeout=12m

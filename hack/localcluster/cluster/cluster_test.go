@@ -47,4 +47,3 @@ func TestStartNamesMissingBinaries(t *testing.T) {
 		t.Errorf("error %q does not say how to build the binaries (%q)", err, want)
 	}
 }
-
