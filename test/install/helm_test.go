@@ -1,7 +1,10 @@
 package install_test
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -79,14 +82,26 @@ var _ = Describe("helm install and upgrade", Ordered, func() {
 		Expect(op.logText()).NotTo(ContainSubstring("forbidden"))
 	})
 
-	It("upgrades to a namespace-scoped install: Roles in the watched namespaces, no ClusterRole", func() {
+	It("upgrades to a namespace-scoped install: Roles in the watched namespaces, no ClusterRole, and a newer CRD", func() {
 		ensureNamespace(c, "team-a")
 		ensureNamespace(c, "team-b")
-		_, err := c.run(helmBin, "upgrade", helmRelease, chartDir, "--namespace", helmNamespace,
+		// A newer chart whose CRD changed: Helm never upgrades a chart's
+		// crds/ directory, so the chart renders its CRD as a template.
+		newer := filepath.Join(GinkgoT().TempDir(), "mesh-operator")
+		Expect(os.CopyFS(newer, os.DirFS(chartDir))).To(Succeed())
+		crdFile := filepath.Join(newer, "files", "crds", "mesh.purplerain.io_meshclusters.yaml")
+		crdYAML, err := os.ReadFile(crdFile)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(crdFile, bytes.Replace(crdYAML, []byte("controller-gen.kubebuilder.io/version: "), []byte("controller-gen.kubebuilder.io/version: newer-"), 1), 0o644)).To(Succeed())
+
+		_, err = c.run(helmBin, "upgrade", helmRelease, newer, "--namespace", helmNamespace,
 			"--reuse-values", "--set", "watchNamespaces={team-a}", "--set", "logLevel=debug")
 		Expect(err).NotTo(HaveOccurred())
 
 		Expect(deploymentArgs()).To(ContainElements("--namespace=team-a", "--zap-log-level=debug"))
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		Expect(c.client.Get(ctx, client.ObjectKey{Name: "meshclusters.mesh.purplerain.io"}, crd)).To(Succeed())
+		Expect(crd.Annotations["controller-gen.kubebuilder.io/version"]).To(HavePrefix("newer-"), "helm upgrade must update the CRD")
 		err = c.client.Get(ctx, client.ObjectKey{Name: helmRelease + "-manager"}, &rbacv1.ClusterRole{})
 		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the upgrade must remove the ClusterRole, got %v", err)
 		role := &rbacv1.Role{}
