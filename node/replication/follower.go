@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/redex"
+	"github.com/purplerain/mesh-operator/engine/wire"
 )
 
 // FollowerOptions configures a Follower.
@@ -240,6 +241,9 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 	tok, err := f.o.Token()
 	if err != nil {
 		return false, fmt.Errorf("replication: get token: %w", err)
+	}
+	if len(tok) > wire.MaxControlToken {
+		return false, fmt.Errorf("replication: token of %d bytes exceeds %d", len(tok), wire.MaxControlToken)
 	}
 	conn, err := f.o.Dial(ctx, "tcp", f.o.Addr)
 	if err != nil {

@@ -216,7 +216,11 @@ func decodeMessage(b []byte) (message, error) {
 		m.accept = acceptMsg{Shard: c.u16(), Epoch: c.u64(), From: c.u64(), OwnerNext: c.u64(), OwnerFirst: c.u64()}
 	case kindRefuse:
 		m.refuse = refuseMsg{Shard: c.u16(), Code: RefuseCode(c.u8()), Epoch: c.u64(), Seq: c.u64()}
-		m.refuse.Reason = string(c.take(int(c.u16())))
+		n := int(c.u16())
+		if c.err == nil && n > maxReasonLen {
+			c.err = fmt.Errorf("%w: refuse reason of %d bytes", ErrProtocol, n)
+		}
+		m.refuse.Reason = string(c.take(n))
 		if c.err == nil && (m.refuse.Code == 0 || m.refuse.Code > refuseMax) {
 			c.err = fmt.Errorf("%w: unknown refuse code %d", ErrProtocol, m.refuse.Code)
 		}
