@@ -123,7 +123,8 @@ func (s *ChangeStream) Next(ctx context.Context) (ChangeEvent, error) {
 	}
 }
 
-// Close unsubscribes; Next then returns ErrClosed.
+// Close unsubscribes. Next still returns the notifications already pending,
+// then ErrClosed (or the halt reason if the driver had already halted).
 func (s *ChangeStream) Close() {
 	s.b.mu.Lock()
 	delete(s.b.subs, s)

@@ -21,4 +21,8 @@
 //   - Snapshot returns the encoded state together with the seq it is
 //     folded through, taken under one lock, and OpenFromSnapshot resumes at
 //     the seq after it.
+//   - Positions saturate at math.MaxUint64 and never wrap: after the entry
+//     with that seq is folded, NextSeq stays there, Snapshot reports it as
+//     folded through, and any further entry halts the driver instead of
+//     being folded as if the log had started over.
 package cortex

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -54,7 +56,8 @@ func FromBeginning() StartPosition { return StartPosition{kind: startBeginning} 
 // LiveOnly folds only entries appended after Start returns.
 func LiveOnly() StartPosition { return StartPosition{kind: startLive} }
 
-// FromSeq folds from seq n on.
+// FromSeq folds from seq n on. n == math.MaxUint64 is redex.Live, so a
+// driver started there folds from the log's NextSeq like LiveOnly.
 func FromSeq(n uint64) StartPosition { return StartPosition{kind: startSeq, seq: n} }
 
 // ErrorPolicy says what a fold error does.
@@ -93,12 +96,22 @@ type Snapshot struct {
 	Folded  bool
 }
 
-// NextSeq returns the seq a driver restored from s starts at.
+// NextSeq returns the seq a driver restored from s starts at. It saturates:
+// a snapshot through math.MaxUint64 has no next seq, and wrapping to 0
+// would refold the whole log into a state that already holds it.
 func (s Snapshot) NextSeq() uint64 {
 	if !s.Folded {
 		return 0
 	}
-	return s.Through + 1
+	return nextAfter(s.Through)
+}
+
+// nextAfter is seq+1 saturating at math.MaxUint64.
+func nextAfter(seq uint64) uint64 {
+	if seq == math.MaxUint64 {
+		return seq
+	}
+	return seq + 1
 }
 
 // Driver folds a log into state on its own goroutine.
@@ -111,9 +124,13 @@ type Driver[S any] struct {
 	stateMu sync.RWMutex
 	state   S
 	// next is the seq after the last entry folded or skipped (guarded by
-	// stateMu for writes; mirrored in nextAtomic).
-	next       uint64
-	nextAtomic atomic.Uint64
+	// stateMu for writes; mirrored in nextAtomic). It saturates at
+	// math.MaxUint64; exhausted records that the entry with that seq was
+	// folded, after which no entry can follow.
+	next            uint64
+	exhausted       bool
+	nextAtomic      atomic.Uint64
+	exhaustedAtomic atomic.Bool
 
 	changes *broadcast
 	running atomic.Bool
@@ -138,34 +155,33 @@ func Start[S any](l *redex.Log, initial S, fold FoldFunc[S], opts Options[S]) (*
 }
 
 // OpenFromSnapshot restores the state from snap and folds on from
-// snap.NextSeq(); opts.Start is ignored.
+// snap.NextSeq(); opts.Start is ignored. A snapshot through math.MaxUint64
+// already holds every possible seq: the restored driver folds nothing more
+// and halts if the log delivers another entry.
 func OpenFromSnapshot[S any](l *redex.Log, snap Snapshot, decode func([]byte) (S, error), fold FoldFunc[S], opts Options[S]) (*Driver[S], error) {
 	st, err := decode(snap.State)
 	if err != nil {
 		return nil, fmt.Errorf("cortex: decode snapshot: %w", err)
 	}
-	next := snap.NextSeq()
-	return start(l, st, fold, opts, &next)
+	pos := resumeAt{next: snap.NextSeq(), exhausted: snap.Folded && snap.Through == math.MaxUint64}
+	return start(l, st, fold, opts, &pos)
 }
 
-func start[S any](l *redex.Log, initial S, fold FoldFunc[S], opts Options[S], resume *uint64) (*Driver[S], error) {
-	if opts.ChangesBuffer <= 0 {
-		opts.ChangesBuffer = 1024
-	}
-	if opts.ReadBatch <= 0 {
-		opts.ReadBatch = 256
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	d := &Driver[S]{
-		log: l, fold: fold, opts: opts, lg: opts.Logger, state: initial,
-		changes: newBroadcast(opts.ChangesBuffer), done: make(chan struct{}),
-	}
+// resumeAt is where a driver restored from a snapshot continues.
+type resumeAt struct {
+	next      uint64
+	exhausted bool // the snapshot already holds the entry with the largest seq
+}
+
+func start[S any](l *redex.Log, initial S, fold FoldFunc[S], opts Options[S], resume *resumeAt) (*Driver[S], error) {
+	d := newDriver(l, initial, fold, opts)
 	var from uint64
 	switch {
+	case resume != nil && resume.exhausted:
+		// Nothing can follow; any entry the tail delivers halts the driver.
+		from = redex.Live
 	case resume != nil:
-		from = *resume
+		from = resume.next
 	case opts.Start.kind == startBeginning:
 		from = 0
 	case opts.Start.kind == startSeq:
@@ -180,12 +196,40 @@ func start[S any](l *redex.Log, initial S, fold FoldFunc[S], opts Options[S], re
 		return nil, fmt.Errorf("cortex: tail log: %w", err)
 	}
 	d.next = t.From()
+	switch {
+	case resume != nil && resume.exhausted:
+		d.next, d.exhausted = math.MaxUint64, true
+		d.exhaustedAtomic.Store(true)
+	case resume != nil && resume.next == redex.Live:
+		// A snapshot through MaxUint64-1 resumes at exactly MaxUint64, which
+		// Tail can only express as Live; a log that is not there yet is
+		// inconsistent with the snapshot and halts the driver at its first
+		// entry instead of folding entries the snapshot already holds.
+		d.next = math.MaxUint64
+	}
 	d.nextAtomic.Store(d.next)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.running.Store(true)
 	go d.run(ctx, t)
 	return d, nil
+}
+
+// newDriver builds a driver that is not folding yet.
+func newDriver[S any](l *redex.Log, initial S, fold FoldFunc[S], opts Options[S]) *Driver[S] {
+	if opts.ChangesBuffer <= 0 {
+		opts.ChangesBuffer = 1024
+	}
+	if opts.ReadBatch <= 0 {
+		opts.ReadBatch = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Driver[S]{
+		log: l, fold: fold, opts: opts, lg: opts.Logger, state: initial,
+		changes: newBroadcast(opts.ChangesBuffer), done: make(chan struct{}),
+	}
 }
 
 func (d *Driver[S]) run(ctx context.Context, t *redex.Tail) {
@@ -246,6 +290,11 @@ func (d *Driver[S]) catchUp(ctx context.Context, buf []redex.Entry) (*redex.Tail
 
 // apply folds one entry; it returns false when the driver halted.
 func (d *Driver[S]) apply(e redex.Entry) bool {
+	if d.exhausted {
+		// The entry with the largest seq was folded; nothing can follow it.
+		d.stop(fmt.Errorf("%w: seq %d after the last possible seq was folded", ErrHalted, e.Seq))
+		return false
+	}
 	if e.Seq != d.next {
 		// The log guarantees a gap-free tail; a gap here is a bug.
 		d.stop(fmt.Errorf("%w: expected seq %d, got %d", ErrHalted, d.next, e.Seq))
@@ -258,7 +307,11 @@ func (d *Driver[S]) apply(e redex.Entry) bool {
 		d.stop(fmt.Errorf("%w: %w", ErrHalted, &FoldError{Seq: e.Seq, Err: err}))
 		return false
 	}
-	d.next = e.Seq + 1
+	d.next = nextAfter(e.Seq)
+	if e.Seq == math.MaxUint64 {
+		d.exhausted = true
+		d.exhaustedAtomic.Store(true)
+	}
 	d.nextAtomic.Store(d.next)
 	d.stateMu.Unlock()
 	if err != nil {
@@ -267,7 +320,7 @@ func (d *Driver[S]) apply(e redex.Entry) bool {
 	} else {
 		d.changes.publish(e.Seq)
 	}
-	d.release(e.Seq+1, nil)
+	d.release(e.Seq, nil)
 	return true
 }
 
@@ -278,8 +331,8 @@ func (d *Driver[S]) stop(reason error) {
 	d.release(0, reason)
 }
 
-// release wakes waiters satisfied by next, or all of them with reason.
-func (d *Driver[S]) release(next uint64, reason error) {
+// release wakes waiters for seqs up to through, or all of them with reason.
+func (d *Driver[S]) release(through uint64, reason error) {
 	d.waitMu.Lock()
 	defer d.waitMu.Unlock()
 	if reason != nil && d.halt == nil {
@@ -290,7 +343,7 @@ func (d *Driver[S]) release(next uint64, reason error) {
 		switch {
 		case reason != nil:
 			w.ch <- reason
-		case w.seq < next:
+		case w.seq <= through:
 			w.ch <- nil
 		default:
 			kept = append(kept, w)
@@ -338,7 +391,7 @@ func (d *Driver[S]) WaitForSeq(ctx context.Context, seq uint64) error {
 		d.waitMu.Unlock()
 		return err
 	}
-	if seq < d.nextAtomic.Load() {
+	if seq < d.nextAtomic.Load() || d.exhaustedAtomic.Load() {
 		d.waitMu.Unlock()
 		return nil
 	}
@@ -349,7 +402,19 @@ func (d *Driver[S]) WaitForSeq(ctx context.Context, seq uint64) error {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		// Unregister, so callers that give up (timeouts on a stalled log)
+		// do not pile up waiters; a release that won the race still counts.
+		d.waitMu.Lock()
+		if i := slices.IndexFunc(d.waiters, func(w waiter) bool { return w.ch == ch }); i >= 0 {
+			d.waiters = slices.Delete(d.waiters, i, i+1)
+		}
+		d.waitMu.Unlock()
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return ctx.Err()
+		}
 	}
 }
 
@@ -365,7 +430,10 @@ func (d *Driver[S]) Snapshot() (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("cortex: encode state: %w", err)
 	}
 	s := Snapshot{State: b}
-	if d.next > 0 {
+	switch {
+	case d.exhausted:
+		s.Through, s.Folded = math.MaxUint64, true
+	case d.next > 0:
 		s.Through, s.Folded = d.next-1, true
 	}
 	return s, nil
