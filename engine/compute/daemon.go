@@ -22,7 +22,9 @@ type MeshDaemon interface {
 	// Snapshot serializes the daemon's state. Equal states must give equal
 	// bytes: migration and promotion tests compare snapshots.
 	Snapshot() ([]byte, error)
-	// Restore replaces the daemon's state with a snapshot's bytes.
+	// Restore replaces the daemon's state with a snapshot's bytes. A
+	// Restore that returns an error must leave the previous state intact:
+	// a standby whose sync fails keeps serving from it.
 	Restore(state []byte) error
 }
 

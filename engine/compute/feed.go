@@ -7,7 +7,8 @@ import (
 )
 
 // Log is the part of a shard's log a host needs: ranged reads and a way to
-// wait for the next entry. engine/redex logs satisfy it through RedexLog.
+// wait for the next entry. A shard's redex log feeds a host through
+// package compute/shardfeed (a cortex fold driver) instead.
 type Log interface {
 	// Read returns up to limit entries starting at seq from, oldest first;
 	// fewer (or none) at the end of the log.

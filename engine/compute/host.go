@@ -8,6 +8,10 @@ import (
 
 // SnapshotStore persists periodic snapshots. Hosts call it with no lock
 // held, so an implementation may block on I/O or call back into the host.
+// For the same reason two snapshots of one host can reach SaveSnapshot out
+// of order (the later cursor first); a store must keep the snapshot with
+// the higher cursor rather than the last one saved, as engine/snapshot.Store
+// does with its per-entity high-water mark.
 type SnapshotStore interface {
 	SaveSnapshot(s *Snapshot) error
 }

@@ -34,6 +34,11 @@
 //     with a *compute.MovedError naming the target.
 //   - Every target handler tolerates a resend (the transport cannot tell a
 //     lost request from a lost reply).
+//   - Only the node that sent chunk 0 drives an inbound migration: any
+//     other message for that daemon from another node is refused with
+//     ReasonAlreadyMigrating, and its abort is ignored. (Messages carry no
+//     attempt id, so a delayed message from an earlier attempt by the same
+//     source is not told apart; see the known limit below.)
 //
 // Known limit: if an ActivateAck and then the abort that follows it are both
 // lost, the target keeps an activated copy that no node routes to (the

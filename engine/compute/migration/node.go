@@ -51,6 +51,18 @@ func (n *Node) dispatch(ctx context.Context, from NodeID, msg Message) Message {
 	if n.Target == nil {
 		return failed(msg.DaemonID(), ReasonComputeNotSupported, "node runs no compute runtime")
 	}
+	// Only the node that sent chunk 0 drives an inbound migration. A message
+	// for the same daemon from any other node (a second source after a
+	// split, or one whose migration was replaced) must not feed, activate or
+	// abort it. Chunk 0 itself may replace the record (see HandleChunk).
+	if c, isChunk := msg.(*SnapshotChunk); !isChunk || c.Index != 0 {
+		if src, ok := n.Target.sourceOf(msg.DaemonID()); ok && src != from {
+			if _, isAbort := msg.(*Failed); isAbort {
+				return nil
+			}
+			return failed(msg.DaemonID(), ReasonAlreadyMigrating, "inbound migration is driven by %s, not %s", src, from)
+		}
+	}
 	switch m := msg.(type) {
 	case *SnapshotChunk:
 		return n.Target.HandleChunk(from, m)

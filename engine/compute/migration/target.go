@@ -92,6 +92,17 @@ func (t *Target) Cursor(daemon string) (compute.Cursor, bool) {
 	return h.Cursor(), true
 }
 
+// sourceOf returns the node driving the inbound migration of daemon.
+func (t *Target) sourceOf(daemon string) (NodeID, bool) {
+	in := t.get(daemon)
+	if in == nil {
+		return "", false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.source, true
+}
+
 func (t *Target) get(daemon string) *inbound {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -247,3 +247,63 @@ func TestTargetHoldsNoLockWhileDaemonCodeRuns(t *testing.T) {
 		t.Fatalf("daemon saw %d events, want 7", d.seen)
 	}
 }
+
+// handle sends msg to node b's migration endpoint as node from and decodes
+// the reply (nil for none).
+func handle(t *testing.T, c *cluster, from migration.NodeID, msg migration.Message) migration.Message {
+	t.Helper()
+	n := &migration.Node{Target: c.nodes["b"].target, Migrator: c.nodes["b"].migrator}
+	req, err := migration.Encode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := n.Handle(context.Background(), from, req)
+	if len(raw) == 0 {
+		return nil
+	}
+	reply, err := migration.Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
+}
+
+// Only the node that sent chunk 0 may drive an inbound migration: events,
+// cutover, activation and aborts from another node for the same daemon are
+// refused (or, for an abort, ignored) and leave the migration untouched.
+func TestInboundMigrationIsDrivenOnlyByItsSource(t *testing.T) {
+	c := newCluster(t, migration.Config{}, "a", "b", "x")
+	d, _ := c.nodes["b"].kinds.New("chain", "d1", nil)
+	st, _ := d.Snapshot()
+	snap := &compute.Snapshot{Daemon: "d1", Kind: "chain", State: st}
+	if _, ok := handle(t, c, "a", &migration.SnapshotChunk{Daemon: "d1", Total: 1, Data: snap.Encode()}).(*migration.RestoreComplete); !ok {
+		t.Fatal("restore from a failed")
+	}
+	for _, m := range []migration.Message{
+		&migration.BufferedEvents{Daemon: "d1", Events: evRange(0, 3)},
+		&migration.Cutover{Daemon: "d1", Next: 0},
+		&migration.Activate{Daemon: "d1"},
+	} {
+		if f, ok := handle(t, c, "x", m).(*migration.Failed); !ok || f.Reason != migration.ReasonAlreadyMigrating {
+			t.Fatalf("%T from x: reply %#v, want Failed(AlreadyMigrating)", m, f)
+		}
+	}
+	if reply := handle(t, c, "x", &migration.Failed{Daemon: "d1", Reason: migration.ReasonAborted}); reply != nil {
+		t.Fatalf("abort from x: reply %#v", reply)
+	}
+	if ph, ok := c.nodes["b"].target.Phase("d1"); !ok || ph != migration.PhaseReplay {
+		t.Fatalf("after x's messages the migration is %v (present %v), want untouched in Replay", ph, ok)
+	}
+	if cur, _ := c.nodes["b"].target.Cursor("d1"); cur.Next() != 0 {
+		t.Fatalf("x's events were applied: cursor %d", cur.Next())
+	}
+	if rc, ok := handle(t, c, "a", &migration.BufferedEvents{Daemon: "d1", Events: evRange(0, 3)}).(*migration.ReplayComplete); !ok || rc.Next != 3 {
+		t.Fatalf("events from the source: %#v, want ReplayComplete at 3", rc)
+	}
+	if reply := handle(t, c, "a", &migration.Failed{Daemon: "d1", Reason: migration.ReasonAborted}); reply != nil {
+		t.Fatalf("abort from a: reply %#v", reply)
+	}
+	if _, ok := c.nodes["b"].target.Phase("d1"); ok {
+		t.Fatal("the source's abort did not discard the inbound migration")
+	}
+}
