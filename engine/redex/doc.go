@@ -18,6 +18,12 @@
 //     *SeqGapError) and its stamp is not before the previous entry's
 //     (ErrTimeRegression), and a replicated batch is appended whole or not
 //     at all. Local appends after replicated ones are stamped no earlier.
+//   - TruncateFrom(seq) cuts a replica back to [FirstSeq, seq) (never below
+//     FirstSeq: ErrPruned) and ends every tail with ErrTruncated. Payload
+//     slices handed out before stay unchanged (the heap space of dropped
+//     entries is never reused), and in disk mode the cut is fsynced and
+//     survives a reopen; a crash part way leaves a shorter suffix, never a
+//     hole. An Index over a truncated log stops (it does not rebuild).
 //   - AppendBatch of an empty slice reports ok=false ("nothing appended"),
 //     which is distinguishable from a batch whose first entry got seq 0.
 //   - Retention combines max events, max bytes (index record size plus
