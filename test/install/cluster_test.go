@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -293,4 +294,28 @@ func freeAddr() string {
 	Expect(err).NotTo(HaveOccurred())
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// reportUnusedGrants writes to the test log the granted verbs the operator
+// never used while the test drove it: candidates for a smaller role, or
+// verbs kept for work not exercised here (deletion, later issues).
+func (c *cluster) reportUnusedGrants(user string, rules []rbacv1.PolicyRule) {
+	used := c.allowedRequests(user)
+	var unused []string
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			if g == "" {
+				g = "core"
+			}
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					w := v + " " + g + "/" + res
+					if !used[w] && !(v == "list" && used["watch "+g+"/"+res]) {
+						unused = append(unused, w)
+					}
+				}
+			}
+		}
+	}
+	fmt.Fprintf(GinkgoWriter, "granted to %s but not used in this test: %s\n", user, strings.Join(unused, ", "))
 }

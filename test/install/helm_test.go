@@ -80,6 +80,7 @@ var _ = Describe("helm install and upgrade", Ordered, func() {
 			Expect(c.allowedRequests(helmSA)).To(HaveKey(r), "the operator was expected to %s", r)
 		}
 		Expect(op.logText()).NotTo(ContainSubstring("forbidden"))
+		c.reportUnusedGrants(helmSA, generatedRules())
 	})
 
 	It("upgrades to a namespace-scoped install: Roles in the watched namespaces, no ClusterRole, and a newer CRD", func() {

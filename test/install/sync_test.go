@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/controllers/resources"
 )
 
 // generatedRules are the rules controller-gen generated from the
@@ -90,5 +91,18 @@ var _ = Describe("the chart stays in sync with what is generated and built", fun
 		Expect(values["image"]).To(HaveKeyWithValue("repository", registry+"/mesh-operator"))
 		Expect(readFile(repoRoot, "config", "manager", "manager.yaml")).To(ContainSubstring("image: " + registry + "/mesh-operator:" + version))
 		Expect(meshv1.DefaultImage).To(Equal(registry + "/mesh-node:" + version))
+	})
+
+	It("puts each binary where the Deployment and the StatefulSet run it", func() {
+		makefile := readFile(repoRoot, "Makefile")
+		// The operator Deployment runs /manager.
+		Expect(makefile).To(ContainSubstring("--file $(BIN)/static/manager:/manager --entrypoint /manager"))
+		Expect(readFile(chartDir, "templates", "deployment.yaml")).To(ContainSubstring(`command: ["/manager"]`))
+		Expect(readFile(repoRoot, "config", "manager", "manager.yaml")).To(ContainSubstring(`command: ["/manager"]`))
+		// The node StatefulSet runs "mesh-node" from PATH, which the image
+		// builder sets to /usr/local/bin:/usr/bin:/bin.
+		Expect(makefile).To(ContainSubstring("--file $(BIN)/static/mesh-node:/usr/local/bin/mesh-node"))
+		sts := resources.StatefulSet(&meshv1.MeshCluster{}, 1, "")
+		Expect(sts.Spec.Template.Spec.Containers[0].Command).To(Equal([]string{"mesh-node"}))
 	})
 })
