@@ -15,16 +15,22 @@
 // its kind; all integers are little endian:
 //
 //	subscribe  (follower→owner, alone in the first packet)
-//	           1 | shard u16 | from u64 | epoch u64 | nameLen u8 | name | tokenLen u16 | token
+//	           1 | shard u16 | from u64 | epoch u64 | hasPrev u8 (0|1)
+//	             [| prevTime i64 | prevFlags u32 | prevCRC u32] | nameLen u8 | name | tokenLen u16 | token
 //	accept     2 | shard u16 | ownerEpoch u64 | from u64 | ownerNext u64 | ownerFirst u64
 //	refuse     3 | shard u16 | code u8 | ownerEpoch u64 | seq u64 | reasonLen u16 | reason
 //	entry      4 | seq u64 | time i64 (Unix ns) | flags u32 | payload (the rest of the frame)
 //	ack        5 | shard u16 | next u64
 //	heartbeat  6 | shard u16 | ownerEpoch u64 | ownerNext u64
 //
-// The follower sends subscribe with from = its log's NextSeq, its epoch, its
-// member name and a permission token in identity's binary form; the owner
-// answers accept or refuse (refuse closes the connection). After accept the
+// The follower sends subscribe with from = its log's NextSeq, its epoch, the
+// identity of its entry at from-1 (stamp, flags, CRC-32C of the payload; absent
+// when its log is empty), its member name and a permission token in
+// identity's binary form; the owner answers accept or refuse (refuse closes
+// the connection). The owner refuses with diverged when from is beyond its
+// next seq, or when its own entry at from-1 differs from the follower's: the
+// refusal's seq is where the follower must cut its log (its next seq, or
+// from-1, so a divergent suffix is walked back one entry per attempt). After accept the
 // owner streams entry messages (backfill by reads, then live by a redex
 // tail; many entries per packet) and a heartbeat every HeartbeatInterval;
 // the follower appends each packet's entries with one AppendReplicatedBatch
@@ -47,7 +53,8 @@
 //     AppendReplicated accepts only seq == NextSeq.
 //   - Nothing is skipped silently: if the owner pruned what the follower
 //     needs, the follower stops with *LaggedError; if the follower holds seqs
-//     the owner never had, it stops with *DivergedError. A slow follower is
+//     the owner never had, it stops with *DivergedError (or, when allowed
+//     by TruncateDiverged, cuts them off loudly and resubscribes). A slow follower is
 //     not lagged: when its live tail overflows, the owner catches it up by
 //     reads from where it stopped.
 //   - An ack is never beyond what the owner sent (else the connection is
@@ -56,6 +63,11 @@
 //     a position above seq, i.e. appended it (and synced it with
 //     SyncBeforeAck).
 //   - Close stops every goroutine the package started.
+//
+// The log-matching check compares one entry, not a chain: a divergent suffix
+// whose last entry has the owner's exact stamp, flags and payload would go
+// unnoticed. TODO(issue 7): stamp entries with the epoch that wrote them (as
+// Raft does with terms) for an exact check.
 //
 // Entries larger than MaxEntryPayload cannot be replicated yet (the owner
 // refuses with RefuseTooLarge and the follower stops); the node keeps its

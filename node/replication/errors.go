@@ -72,18 +72,19 @@ func (e *LaggedError) Is(target error) bool { return target == redex.ErrLagged }
 
 // DivergedError: the follower holds seqs the owner never had (after a
 // failover under ackPolicy Leader the old owner's unreplicated suffix). The
-// follower stops; the node must cut its log back to OwnerNext.
-//
-// TODO(issue 7): redex has no TruncateFrom yet, so the node cannot repair
-// this by itself.
+// follower stops, unless FollowerOptions.TruncateDiverged lets it cut its
+// log back to CutFrom (redex TruncateFrom) and resubscribe.
 type DivergedError struct {
 	Shard        uint16
 	FollowerNext uint64
-	OwnerNext    uint64
+	// CutFrom is where the follower's log must be cut: the owner's next
+	// seq when the follower is beyond it, or the follower's last seq when
+	// that entry differs from the owner's.
+	CutFrom uint64
 }
 
 func (e *DivergedError) Error() string {
-	return fmt.Sprintf("replication: shard %d: follower is at seq %d, beyond the owner's next seq %d", e.Shard, e.FollowerNext, e.OwnerNext)
+	return fmt.Sprintf("replication: shard %d: follower log (next seq %d) diverges from the owner's from seq %d", e.Shard, e.FollowerNext, e.CutFrom)
 }
 
 // RefusedError is any other refusal by the owner (unknown shard, entry too
@@ -109,7 +110,7 @@ func refusalError(m refuseMsg, followerEpoch, followerNext uint64) error {
 	case RefuseLagged:
 		return &LaggedError{Shard: m.Shard, From: followerNext, OwnerFirst: m.Seq}
 	case RefuseDiverged:
-		return &DivergedError{Shard: m.Shard, FollowerNext: followerNext, OwnerNext: m.Seq}
+		return &DivergedError{Shard: m.Shard, FollowerNext: followerNext, CutFrom: m.Seq}
 	}
 	return &RefusedError{Shard: m.Shard, Code: m.Code, Seq: m.Seq, Reason: m.Reason}
 }

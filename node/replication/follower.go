@@ -46,6 +46,13 @@ type FollowerOptions struct {
 	// owner. Without it an ack means the follower's log appended them
 	// (durable as its fsync policy makes them).
 	SyncBeforeAck bool
+	// TruncateDiverged lets the follower repair a *DivergedError itself:
+	// it cuts its log back where the owner says (redex TruncateFrom),
+	// logs how many entries it dropped at warn level, and resubscribes.
+	// Those entries exist nowhere else, so set it only where the topology
+	// makes this owner authoritative (the node does after a failover).
+	// Without it the follower stops with the *DivergedError.
+	TruncateDiverged bool
 	// Dial opens the connection. Default a net.Dialer with a 5s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives connection-level messages. Default slog.Default().
@@ -205,6 +212,19 @@ func (f *Follower) run(ctx context.Context) {
 			f.setErr(ErrFollowerClosed)
 			return
 		}
+		var div *DivergedError
+		if f.o.TruncateDiverged && errors.As(err, &div) {
+			had := f.o.Log.NextSeq()
+			if terr := f.o.Log.TruncateFrom(div.CutFrom); terr != nil {
+				err = &appendError{err: fmt.Errorf("cut back diverged suffix: %w", terr)}
+			} else {
+				f.log.Warn("replication: cut back a suffix the owner never had", "from", div.CutFrom, "dropped", had-div.CutFrom)
+				f.mu.Lock()
+				f.status.LastErr = err
+				f.mu.Unlock()
+				continue
+			}
+		}
 		if terminal(err) {
 			f.log.Error("replication follower stopped", "err", err)
 			f.setErr(err)
@@ -256,10 +276,18 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 	shard := f.o.Shard
 	epoch := f.o.Epoch()
 	from := f.o.Log.NextSeq()
+	sub := subscribeMsg{Shard: shard, From: from, Epoch: epoch, Name: f.o.Name, Token: tok}
+	if from > f.o.Log.FirstSeq() {
+		prev, err := f.o.Log.Get(from - 1)
+		if err != nil {
+			return false, &appendError{err: err}
+		}
+		sub.HasPrev, sub.Prev = true, idOf(prev)
+	}
 	pw := newPacketWriter(conn, shard, 4096)
 	var wmu sync.Mutex // pw is shared with the periodic acker
 	_ = conn.SetWriteDeadline(time.Now().Add(f.o.ReadTimeout))
-	if err := pw.send(appendSubscribe(nil, subscribeMsg{Shard: shard, From: from, Epoch: epoch, Name: f.o.Name, Token: tok})); err != nil {
+	if err := pw.send(appendSubscribe(nil, sub)); err != nil {
 		return false, fmt.Errorf("replication: send subscribe: %w", err)
 	}
 	pr := newPacketReader(conn)

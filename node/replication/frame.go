@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"unicode/utf8"
 
@@ -90,8 +91,26 @@ type subscribeMsg struct {
 	Shard uint16
 	From  uint64
 	Epoch uint64
-	Name  string
-	Token []byte // identity binary form
+	// Prev identifies the follower's entry at From-1 (when HasPrev), so
+	// the owner can tell a follower whose last entry is not its own.
+	HasPrev bool
+	Prev    entryID
+	Name    string
+	Token   []byte // identity binary form
+}
+
+// entryID is what the log-matching check compares: an entry's stamp, flags
+// and payload checksum (CRC-32C).
+type entryID struct {
+	Time  int64
+	Flags redex.Flags
+	CRC   uint32
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func idOf(e redex.Entry) entryID {
+	return entryID{Time: e.Time, Flags: e.Flags, CRC: crc32.Checksum(e.Payload, castagnoli)}
 }
 
 type acceptMsg struct {
@@ -126,6 +145,14 @@ func appendSubscribe(dst []byte, m subscribeMsg) []byte {
 	dst = binary.LittleEndian.AppendUint16(dst, m.Shard)
 	dst = binary.LittleEndian.AppendUint64(dst, m.From)
 	dst = binary.LittleEndian.AppendUint64(dst, m.Epoch)
+	if m.HasPrev {
+		dst = append(dst, 1)
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Prev.Time))
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(m.Prev.Flags))
+		dst = binary.LittleEndian.AppendUint32(dst, m.Prev.CRC)
+	} else {
+		dst = append(dst, 0)
+	}
 	dst = append(dst, byte(len(m.Name)))
 	dst = append(dst, m.Name...)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(m.Token)))
@@ -203,6 +230,16 @@ func decodeMessage(b []byte) (message, error) {
 	switch m.kind {
 	case kindSubscribe:
 		m.subscribe = subscribeMsg{Shard: c.u16(), From: c.u64(), Epoch: c.u64()}
+		switch c.u8() {
+		case 0:
+		case 1:
+			m.subscribe.HasPrev = true
+			m.subscribe.Prev = entryID{Time: int64(c.u64()), Flags: redex.Flags(c.u32()), CRC: c.u32()}
+		default:
+			if c.err == nil {
+				c.err = fmt.Errorf("%w: bad previous-entry marker", ErrProtocol)
+			}
+		}
 		name := c.take(int(c.u8()))
 		m.subscribe.Name = string(name)
 		tok := c.take(int(c.u16()))

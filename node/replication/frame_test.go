@@ -33,6 +33,7 @@ func sampleMessages() [][]byte {
 	return [][]byte{
 		appendSubscribe(nil, subscribeMsg{Shard: 7, From: 42, Epoch: 3, Name: "mesh-1", Token: []byte{1, 2, 3}}),
 		appendSubscribe(nil, subscribeMsg{Shard: 0, From: 0, Epoch: 0}),
+		appendSubscribe(nil, subscribeMsg{Shard: 1, From: 9, Epoch: 2, HasPrev: true, Prev: entryID{Time: -1, Flags: redex.FlagInline, CRC: 0xdeadbeef}, Name: "n"}),
 		appendAccept(nil, acceptMsg{Shard: 7, Epoch: 3, From: 42, OwnerNext: 50, OwnerFirst: 10}),
 		appendRefuse(nil, refuseMsg{Shard: 7, Code: RefuseLagged, Epoch: 3, Seq: 10, Reason: "pruned"}),
 		appendEntry(nil, redex.Entry{Seq: 42, Time: -5, Flags: redex.FlagTombstone, Payload: []byte("payload")}),

@@ -457,8 +457,8 @@ func TestDivergedFollowerStops(t *testing.T) {
 	f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(2), Token: k.token(t, nil)})
 	<-f.Done()
 	var div *DivergedError
-	if err := f.Err(); !errors.As(err, &div) || div.FollowerNext != 8 || div.OwnerNext != 5 {
-		t.Fatalf("follower error %v, want *DivergedError{FollowerNext: 8, OwnerNext: 5}", err)
+	if err := f.Err(); !errors.As(err, &div) || div.FollowerNext != 8 || div.CutFrom != 5 {
+		t.Fatalf("follower error %v, want *DivergedError{FollowerNext: 8, CutFrom: 5}", err)
 	}
 }
 
@@ -588,4 +588,49 @@ func TestServerRefusesAckBeyondWhatWasSent(t *testing.T) {
 			t.Fatalf("a lying ack moved the position to %d", p.Next)
 		}
 	}
+}
+
+func TestDivergedFollowerWalksBackAndTruncatesWhenAllowed(t *testing.T) {
+	k := newKeys(t)
+	src := newSource(2)
+	ol := openLog(t, redex.Options{})
+	src.add(0, ol)
+	appendN(t, ol, 0, 0, 5)
+	fl := openLog(t, redex.Options{Dir: t.TempDir()})
+	prefix, _ := ol.Read(0, 5) // replicated from the old owner
+	if err := fl.AppendReplicatedBatch(prefix); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // the old owner's unreplicated suffix, seqs 5..7
+		if _, err := fl.Append([]byte("never acknowledged by the new owner")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The new owner wrote other entries at 5..14: counting seqs alone
+	// would not notice the follower's 5..7 are not its own.
+	appendN(t, ol, 0, 5, 10)
+	ow := startOwner(t, k, src, "", nil)
+
+	t.Run("refused without permission", func(t *testing.T) {
+		f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(2), Token: k.token(t, nil)})
+		<-f.Done()
+		var div *DivergedError
+		if err := f.Err(); !errors.As(err, &div) || div.FollowerNext != 8 || div.CutFrom != 7 {
+			t.Fatalf("follower error %v, want *DivergedError{FollowerNext: 8, CutFrom: 7}", err)
+		}
+		if fl.NextSeq() != 8 {
+			t.Fatalf("follower log changed without permission (next %d)", fl.NextSeq())
+		}
+	})
+	t.Run("cut back when allowed", func(t *testing.T) {
+		f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(2), Token: k.token(t, nil), TruncateDiverged: true})
+		waitCaughtUp(t, f, fl, ol)
+		appendN(t, ol, 0, 15, 10)
+		waitCaughtUp(t, f, fl, ol)
+		assertReplica(t, fl, ol, 0)
+		var div *DivergedError
+		if st := f.Status(); st.Subscriptions != 1 || !errors.As(st.LastErr, &div) || div.FollowerNext != 6 || div.CutFrom != 5 {
+			t.Fatalf("status %+v: want one subscription after walking back to the common prefix at 5", st)
+		}
+	})
 }

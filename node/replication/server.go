@@ -267,6 +267,10 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		return refuse(RefuseLagged, first, "owner pruned the follower's next seq")
 	case sub.From > next:
 		return refuse(RefuseDiverged, next, "follower holds seqs the owner never had")
+	case sub.HasPrev && sub.From > first:
+		if e, err := lg.Get(sub.From - 1); err == nil && idOf(e) != sub.Prev {
+			return refuse(RefuseDiverged, sub.From-1, "follower's last entry differs from the owner's")
+		}
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 	if err := pw.send(appendAccept(nil, acceptMsg{Shard: sub.Shard, Epoch: epoch, From: sub.From, OwnerNext: next, OwnerFirst: first})); err != nil {
