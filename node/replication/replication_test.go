@@ -634,3 +634,27 @@ func TestDivergedFollowerWalksBackAndTruncatesWhenAllowed(t *testing.T) {
 		}
 	})
 }
+
+func TestFollowerCloseStopsRetryingCleanly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	k := newKeys(t)
+	fl := openLog(t, redex.Options{})
+	f := startFollower(t, FollowerOptions{Shard: 0, Addr: addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil)})
+	waitFor(t, "a failed dial", func() bool { return f.Status().LastErr != nil })
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(f.Err(), ErrFollowerClosed) {
+		t.Fatalf("Err after Close: %v, want ErrFollowerClosed", f.Err())
+	}
+	select {
+	case <-f.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
+}

@@ -201,8 +201,9 @@ func (s *Server) isClosed() bool {
 
 // ServeConn serves one follower connection until the follower goes away,
 // the stream ends or the server closes. The node's wire port calls it for a
-// connection whose first packet carries Subprotocol (the packet must still
-// be readable from conn). It closes conn. A refused subscription returns the
+// connection whose first packet carries Subprotocol; the packet must still
+// be readable from conn (a port that peeks at the header hands over a
+// net.Conn whose Read replays the peeked bytes). It closes conn. A refused subscription returns the
 // refusal as the same typed error the follower gets.
 func (s *Server) ServeConn(conn net.Conn) error {
 	defer conn.Close()
@@ -287,6 +288,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	go func() {
 		err := st.readAcks(pr)
 		cancel()
+		conn.Close() // unblocks a sender stuck writing to a gone or hostile follower
 		acksDone <- err
 	}()
 	err = st.run(ctx)
