@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/compute"
@@ -27,7 +28,9 @@ type SumConfig struct {
 // Sum sums a numeric field per key over tumbling windows of event time.
 // When an event opens a later window for its key, the closed window's
 // total is emitted as a JSON WindowTotal. Events for a window older than
-// the key's open window are late: counted and dropped.
+// the key's open window are late: counted and dropped. An event that would
+// push a window's total past the float64 range is counted as malformed and
+// dropped, so the state always stays snapshottable.
 type Sum struct {
 	name   string
 	cfg    SumConfig
@@ -101,6 +104,12 @@ func (s *Sum) Process(ev compute.Event) ([][]byte, error) {
 	}
 	start := t - mod(t, s.window)
 	w := s.state.Open[key]
+	if w != nil && start == w.Start && math.IsInf(w.Sum+val, 0) {
+		// JSON has no infinity: an overflowed total would make every later
+		// snapshot (and so migration and standby sync) fail.
+		s.state.Malformed++
+		return nil, nil
+	}
 	var out [][]byte
 	switch {
 	case w == nil:
