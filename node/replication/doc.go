@@ -46,7 +46,9 @@
 //     older than its own, and a follower refuses an accept or heartbeat from
 //     an owner at an older epoch than its own (*StaleEpochError, naming who
 //     refused). Both are retried with backoff, since a topology push settles
-//     them.
+//     them. Mid-stream both sides compare epochs at every heartbeat, so a
+//     stream outlives an epoch change on either side by at most one
+//     HeartbeatInterval.
 //   - A follower's log holds exactly the owner's entries in seq order: no
 //     gap and no duplicate at the backfill/live seam, across reconnections
 //     and follower restarts (it resumes from its own NextSeq), because

@@ -658,3 +658,32 @@ func TestFollowerCloseStopsRetryingCleanly(t *testing.T) {
 		t.Fatal("Done not closed after Close")
 	}
 }
+
+func TestOwnerEndsAStreamWhenItMovesToANewerEpoch(t *testing.T) {
+	k := newKeys(t)
+	src := newSource(3)
+	ol := openLog(t, redex.Options{})
+	src.add(0, ol)
+	appendN(t, ol, 0, 0, 10)
+	ow := startOwner(t, k, src, "", nil)
+	fl := openLog(t, redex.Options{})
+	var ep epochVar
+	ep.v.Store(3)
+	f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: ep.get, Token: k.token(t, nil)})
+	waitCaughtUp(t, f, fl, ol)
+	src.epoch.Store(4) // the owner gets the new topology first
+	se := lastErrAs[*StaleEpochError](t, f)
+	if se.Refuser != SideOwner || se.Follower != 3 || se.Owner != 4 {
+		t.Fatalf("stale epoch error %+v, want the owner (4) ending the epoch-3 stream", se)
+	}
+	before := fl.NextSeq()
+	appendN(t, ol, 0, 10, 10)
+	waitFor(t, "the refused stream to end", func() bool { return !f.Status().Connected })
+	time.Sleep(50 * time.Millisecond) // several refused resubscriptions
+	if fl.NextSeq() != before {
+		t.Fatalf("follower at epoch 3 took entries from the epoch-4 owner (next %d, was %d)", fl.NextSeq(), before)
+	}
+	ep.v.Store(4) // and then the follower
+	waitCaughtUp(t, f, fl, ol)
+	assertReplica(t, fl, ol, 0)
+}

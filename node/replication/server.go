@@ -488,8 +488,19 @@ func (st *stream) addEntry(e redex.Entry) error {
 	return nil
 }
 
+// addHeartbeat adds the owner's epoch and next seq to the packet being
+// built. If the owner moved to a newer epoch than the subscription's, the
+// stream ends with a stale-epoch refusal instead: the follower resubscribes
+// once it has the new topology.
 func (st *stream) addHeartbeat() error {
-	st.pw.msg = appendHeartbeat(st.pw.msg[:0], heartbeatMsg{Shard: st.sub.Shard, Epoch: st.s.o.Source.Epoch(), OwnerNext: st.lg.NextSeq()})
+	epoch := st.s.o.Source.Epoch()
+	if epoch > st.sub.Epoch {
+		if err := st.flush(); err != nil {
+			return err
+		}
+		return st.refuse(RefuseStaleEpoch, 0, "owner moved to a newer epoch than the subscription")
+	}
+	st.pw.msg = appendHeartbeat(st.pw.msg[:0], heartbeatMsg{Shard: st.sub.Shard, Epoch: epoch, OwnerNext: st.lg.NextSeq()})
 	if !st.pw.fits(len(st.pw.msg)) {
 		if err := st.pw.endPacket(); err != nil {
 			return err
