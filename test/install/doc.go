@@ -12,9 +12,13 @@
 //     operator whose ServiceAccount is enough for everything it does: the
 //     manager binary runs with a token of that ServiceAccount, reconciles
 //     samples into their children, and the API server's audit log shows
-//     no request of it was denied.
+//     no request of it was denied;
+//   - on the local cluster of issue 9 (hack/localcluster: a process
+//     kubelet runs the node pods), a chart install brings a sample to
+//     Available with every pod running.
 //
-// No kubelet runs (until the local cluster of issue 9), so the operator
-// runs as a local process with the Deployment's arguments rather than as
-// the Deployment's pod.
+// The operator runs as a local process with the Deployment's arguments and
+// the ServiceAccount's token rather than as the Deployment's pod: envtest
+// has no kubelet, and the local cluster's process kubelet does not mount
+// ServiceAccount tokens yet.
 package install
