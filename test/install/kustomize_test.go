@@ -82,4 +82,17 @@ var _ = Describe("kubectl apply -k config/default", Ordered, func() {
 		}
 	})
 
+	It("lets Helm adopt the CRD it installed, as docs/troubleshooting.md says", func() {
+		out, err := c.run(helmBin, "install", "adopt", chartDir, "--namespace", "adopt-system", "--create-namespace")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring("cannot be imported into the current release"))
+
+		crd := "crd/meshclusters.mesh.purplerain.io"
+		_, err = c.run(kubectlBin, "label", crd, "app.kubernetes.io/managed-by=Helm")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = c.run(kubectlBin, "annotate", crd, "meta.helm.sh/release-name=adopt", "meta.helm.sh/release-namespace=adopt-system")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = c.run(helmBin, "install", "adopt", chartDir, "--namespace", "adopt-system", "--create-namespace")
+		Expect(err).NotTo(HaveOccurred())
+	})
 })
