@@ -95,12 +95,16 @@ func TestFollowerRestartResumesFromItsOwnNextSeq(t *testing.T) {
 	// Subscribing from anything but 100 would fail: below, the owner's
 	// re-sent entries are refused by AppendReplicated (a terminal error);
 	// above, the owner refuses with Diverged.
-	f2 := startFollower(t, FollowerOptions{Name: "f", Shard: 3, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil)})
+	f2 := startFollower(t, FollowerOptions{Name: "f", Shard: 3, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil), SyncBeforeAck: true})
 	waitCaughtUp(t, f2, fl, ol)
 	assertReplica(t, fl, ol, 0)
 	if err := f2.Err(); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "the owner to see the follower's position", func() bool {
+		pos := ow.srv.FollowerPositions(3)
+		return len(pos) == 1 && pos[0].Name == "f" && pos[0].Next == 150 && pos[0].Connected
+	})
 }
 
 func TestOwnerRestartFollowerReconnectsAndContinues(t *testing.T) {

@@ -86,6 +86,7 @@ type Server struct {
 // shardAcks is the acknowledged position of every follower of one shard.
 type shardAcks struct {
 	followers map[string]*FollowerPosition
+	streams   map[string]int // open streams per follower name (a reconnect can overlap the old stream's end)
 	best      uint64        // highest Next over followers
 	changed   chan struct{} // closed and replaced whenever best rises
 }
@@ -530,7 +531,7 @@ func (st *stream) refuse(code RefuseCode, seq uint64, reason string) error {
 func (s *Server) shardAcksLocked(shard uint16) *shardAcks {
 	sa := s.acks[shard]
 	if sa == nil {
-		sa = &shardAcks{followers: map[string]*FollowerPosition{}, changed: make(chan struct{})}
+		sa = &shardAcks{followers: map[string]*FollowerPosition{}, streams: map[string]int{}, changed: make(chan struct{})}
 		s.acks[shard] = sa
 	}
 	return sa
@@ -548,8 +549,11 @@ func (s *Server) setConnected(sub subscribeMsg, on bool) {
 	if on {
 		fp.Epoch = sub.Epoch
 		fp.Next = max(fp.Next, sub.From)
+		sa.streams[sub.Name]++
+	} else {
+		sa.streams[sub.Name]--
 	}
-	fp.Connected = on
+	fp.Connected = sa.streams[sub.Name] > 0
 	s.raiseLocked(sa, fp.Next)
 }
 
