@@ -87,8 +87,8 @@ type Server struct {
 type shardAcks struct {
 	followers map[string]*FollowerPosition
 	streams   map[string]int // open streams per follower name (a reconnect can overlap the old stream's end)
-	best      uint64        // highest Next over followers
-	changed   chan struct{} // closed and replaced whenever best rises
+	best      uint64         // highest Next over followers
+	changed   chan struct{}  // closed and replaced whenever best rises
 }
 
 // NewServer returns a server; it serves nothing until Serve or ServeConn.
