@@ -104,5 +104,13 @@ var _ = Describe("the chart stays in sync with what is generated and built", fun
 		Expect(makefile).To(ContainSubstring("--file $(BIN)/static/mesh-node:/usr/local/bin/mesh-node"))
 		sts := resources.StatefulSet(&meshv1.MeshCluster{}, 1, "")
 		Expect(sts.Spec.Template.Spec.Containers[0].Command).To(Equal([]string{"mesh-node"}))
+		// The Dockerfile builds the same layout, on the Go of go.mod.
+		dockerfile := readFile(repoRoot, "Dockerfile")
+		Expect(dockerfile).To(ContainSubstring("COPY --from=build /out/manager /manager"))
+		Expect(dockerfile).To(ContainSubstring("COPY --from=build /out/mesh-node /usr/local/bin/mesh-node"))
+		Expect(dockerfile).To(ContainSubstring("USER 65532:65532"))
+		goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(readFile(repoRoot, "go.mod"))
+		Expect(goVersion).NotTo(BeNil())
+		Expect(dockerfile).To(ContainSubstring("ARG GO_VERSION=" + goVersion[1]))
 	})
 })
