@@ -18,6 +18,15 @@ import (
 // packet carries this id to Server.ServeConn.
 const Subprotocol uint16 = 0x0052 // 'R'
 
+// IsReplication reports whether b starts with a valid wire header of a
+// replication packet: a node multiplexing its wire port peeks at the first
+// wire.HeaderSize bytes of a connection and hands it to Server.ServeConn
+// when this is true.
+func IsReplication(b []byte) bool {
+	h, err := wire.DecodeHeader(b)
+	return err == nil && h.Subprotocol == Subprotocol
+}
+
 // msgKind is the first byte of every replication message.
 type msgKind uint8
 

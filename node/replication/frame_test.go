@@ -173,3 +173,17 @@ func FuzzDecodePacketStream(f *testing.F) {
 		}
 	})
 }
+
+func TestIsReplicationRecognisesTheFirstHeader(t *testing.T) {
+	b := streamOf(1, sampleMessages()[:1])
+	if !IsReplication(b[:wire.HeaderSize]) {
+		t.Fatal("a replication packet's header not recognised")
+	}
+	events, err := wire.BuildPacket(nil, wire.Header{Subprotocol: wire.SubprotocolEvents}, [][]byte{[]byte("x")}, wire.DefaultMaxPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if IsReplication(events[:wire.HeaderSize]) || IsReplication(b[:10]) {
+		t.Fatal("an events header or a short prefix taken for replication")
+	}
+}

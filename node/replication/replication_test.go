@@ -691,3 +691,27 @@ func TestOwnerEndsAStreamWhenItMovesToANewerEpoch(t *testing.T) {
 	waitCaughtUp(t, f, fl, ol)
 	assertReplica(t, fl, ol, 0)
 }
+
+func TestFollowerWhoseLogWasAppendedLocallyStopsWithSeqGap(t *testing.T) {
+	k := newKeys(t)
+	src := newSource(1)
+	ol := openLog(t, redex.Options{})
+	src.add(0, ol)
+	appendN(t, ol, 0, 0, 10)
+	ow := startOwner(t, k, src, "", nil)
+	fl := openLog(t, redex.Options{})
+	f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil)})
+	waitCaughtUp(t, f, fl, ol)
+	if _, err := fl.Append([]byte("a local write on a follower")); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, ol, 0, 10, 5)
+	<-f.Done()
+	var gap *redex.SeqGapError
+	if err := f.Err(); !errors.As(err, &gap) || gap.Got != 10 || gap.Want != 11 {
+		t.Fatalf("follower error %v, want a *redex.SeqGapError{Got: 10, Want: 11}", err)
+	}
+	if fl.NextSeq() != 11 {
+		t.Fatalf("follower next %d, want 11: nothing replicated past the gap", fl.NextSeq())
+	}
+}
