@@ -203,6 +203,7 @@ func (e *appendError) Unwrap() error { return e.err }
 func (f *Follower) run(ctx context.Context) {
 	defer close(f.done)
 	backoff := f.o.MinBackoff
+	lastKind := ""
 	for {
 		accepted, err := f.session(ctx)
 		f.mu.Lock()
@@ -235,8 +236,16 @@ func (f *Follower) run(ctx context.Context) {
 		f.mu.Unlock()
 		if accepted {
 			backoff = f.o.MinBackoff
+			lastKind = ""
 		}
-		f.log.Debug("replication connection ended; retrying", "err", err, "backoff", backoff)
+		// Warn when the reason changes (a refusal, an owner going away),
+		// not on every retry of the same one.
+		if kind := fmt.Sprintf("%T", err); kind != lastKind {
+			f.log.Warn("replication connection ended; retrying", "err", err, "backoff", backoff)
+			lastKind = kind
+		} else {
+			f.log.Debug("replication connection ended; retrying", "err", err, "backoff", backoff)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
