@@ -410,6 +410,11 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 				break
 			}
 		}
+		if ownerNext > 0 {
+			f.mu.Lock()
+			f.status.OwnerNext = max(f.status.OwnerNext, ownerNext)
+			f.mu.Unlock()
+		}
 		if len(entries) > 0 {
 			if f.o.beforeAppend != nil {
 				f.o.beforeAppend(len(entries))
@@ -426,11 +431,6 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 			ackMu.Lock()
 			acked = next
 			ackMu.Unlock()
-		}
-		if ownerNext > 0 {
-			f.mu.Lock()
-			f.status.OwnerNext = max(f.status.OwnerNext, ownerNext)
-			f.mu.Unlock()
 		}
 		if endErr != nil {
 			if len(entries) > 0 {

@@ -715,3 +715,39 @@ func TestFollowerWhoseLogWasAppendedLocallyStopsWithSeqGap(t *testing.T) {
 		t.Fatalf("follower next %d, want 11: nothing replicated past the gap", fl.NextSeq())
 	}
 }
+
+func TestWaitReplicatedNeedsOnlyOneOfSeveralFollowers(t *testing.T) {
+	k := newKeys(t)
+	src := newSource(1)
+	ol := openLog(t, redex.Options{})
+	src.add(0, ol)
+	ow := startOwner(t, k, src, "", nil)
+	stuckLog := openLog(t, redex.Options{})
+	gate := make(chan struct{})
+	defer close(gate)
+	stuck := startFollower(t, FollowerOptions{Name: "b-stuck", Shard: 0, Addr: ow.addr, Log: stuckLog, Epoch: constEpoch(1), Token: k.token(t, nil),
+		beforeAppend: func(int) { <-gate }})
+	freeLog := openLog(t, redex.Options{})
+	free := startFollower(t, FollowerOptions{Name: "a-free", Shard: 0, Addr: ow.addr, Log: freeLog, Epoch: constEpoch(1), Token: k.token(t, nil)})
+	waitFor(t, "both connected", func() bool { return stuck.Status().Connected && free.Status().Connected })
+
+	seq, err := ol.Append([]byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ow.srv.WaitReplicated(ctx, 0, seq); err != nil {
+		t.Fatalf("WaitReplicated with one of two followers free: %v", err)
+	}
+	if _, err := freeLog.Get(seq); err != nil {
+		t.Fatalf("the free follower lacks seq %d: %v", seq, err)
+	}
+	pos := ow.srv.FollowerPositions(0)
+	if len(pos) != 2 || pos[0].Name != "a-free" || pos[0].Next != 1 || pos[1].Name != "b-stuck" || pos[1].Next != 0 {
+		t.Fatalf("positions %+v, want a-free at 1 and b-stuck at 0", pos)
+	}
+	if stuck.Status().Lag != 1 {
+		t.Fatalf("stuck follower lag %d, want 1", stuck.Status().Lag)
+	}
+}
