@@ -29,14 +29,18 @@ type benchRig struct {
 	f  *Follower
 }
 
-func newBenchRig(b *testing.B) *benchRig {
+func newBenchRig(b *testing.B) *benchRig { return newBenchRigWith(b, "", false) }
+
+// newBenchRigWith puts the follower's log in dir (disk mode, FsyncNever)
+// when dir is set, and makes it fsync before each ack when sync is set.
+func newBenchRigWith(b *testing.B, dir string, sync bool) *benchRig {
 	k := newKeys(b)
 	src := newSource(1)
 	ol := openLog(b, redex.Options{TailBuffer: 8192, Retention: redex.Retention{MaxEvents: 1 << 18}})
 	src.add(0, ol)
 	ow := startOwner(b, k, src, "", func(o *ServerOptions) { o.HeartbeatInterval = 250 * time.Millisecond })
-	fl := openLog(b, redex.Options{Retention: redex.Retention{MaxEvents: 1 << 18}})
-	f := startFollower(b, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(b, nil), AckInterval: 100 * time.Millisecond})
+	fl := openLog(b, redex.Options{Dir: dir, Retention: redex.Retention{MaxEvents: 1 << 18}})
+	f := startFollower(b, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(b, nil), AckInterval: 100 * time.Millisecond, SyncBeforeAck: sync})
 	waitFor(b, "connected", func() bool { return f.Status().Connected })
 	return &benchRig{ow: ow, ol: ol, fl: fl, f: f}
 }
@@ -94,7 +98,11 @@ func BenchmarkReplicatedAppend(b *testing.B) {
 // ackPolicy Standby: owner append → streamed → follower append → ack →
 // WaitReplicated returns.
 func BenchmarkWaitReplicatedLatency(b *testing.B) {
-	r := newBenchRig(b)
+	b.Run("memory", func(b *testing.B) { benchWaitReplicated(b, newBenchRig(b)) })
+	b.Run("disk-sync-before-ack", func(b *testing.B) { benchWaitReplicated(b, newBenchRigWith(b, b.TempDir(), true)) })
+}
+
+func benchWaitReplicated(b *testing.B, r *benchRig) {
 	p := make([]byte, 64)
 	ctx := context.Background()
 	lat := make([]time.Duration, 0, b.N)
