@@ -29,10 +29,11 @@
 // identity's binary form; the owner answers accept or refuse (refuse closes
 // the connection). The owner refuses with diverged when from is beyond its
 // next seq, or when its own entry at from-1 differs from the follower's: the
-// refusal's seq is where the follower must cut its log (its next seq, or
-// from-1, so a divergent suffix is walked back one entry per attempt). After accept the
-// owner streams entry messages (backfill by reads, then live by a redex
-// tail; many entries per packet) and a heartbeat every HeartbeatInterval;
+// refusal's seq is where the follower must cut its log (the owner's next
+// seq, or from-1, so a divergent suffix is walked back one entry per
+// attempt). After accept the owner streams entry messages (backfill by
+// reads, then live by a redex tail; many entries per packet) and a
+// heartbeat every HeartbeatInterval;
 // the follower appends each packet's entries with one AppendReplicatedBatch
 // and answers with an ack of its next seq, and acks again every AckInterval.
 // A refuse can also end a running stream (lagged, too large, unavailable).

@@ -83,8 +83,9 @@ const (
 	// flags.
 	entryOverhead = wire.FrameLenSize + 1 + 8 + 8 + 4
 	// MaxEntryPayload is the largest log entry payload replication can
-	// carry: one entry per packet at most. The node must keep its shard
-	// logs' MaxPayload at or below it.
+	// carry with the default ServerOptions.MaxPacketPayload (a smaller
+	// packet limit lowers it by the same amount). The node must keep its
+	// shard logs' MaxPayload at or below it.
 	// TODO(issue 5): fragment larger entries across packets.
 	MaxEntryPayload = wire.MaxPlainPayload - entryOverhead
 )
