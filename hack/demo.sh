@@ -21,10 +21,14 @@ build() {
 
 up() {
 	build
-	echo "==> starting the local cluster and the operator (state and logs in $STATE)"
-	"$LC" up --detach --state-dir="$STATE" --assets="$BIN/k8s/$K8S_VERSION" \
-		--operator="$BIN/manager" --image="ghcr.io/purplerain/mesh-node=$BIN/mesh-node" \
-		--restart-backoff=1s
+	if [[ -f $STATE/localcluster.pid ]] && kill -0 "$(cat "$STATE/localcluster.pid")" 2>/dev/null; then
+		echo "==> the local cluster already runs (state in $STATE): reusing it; make demo-down stops it"
+	else
+		echo "==> starting the local cluster and the operator (state and logs in $STATE)"
+		"$LC" up --detach --state-dir="$STATE" --assets="$BIN/k8s/$K8S_VERSION" \
+			--operator="$BIN/manager" --image="ghcr.io/purplerain/mesh-node=$BIN/mesh-node" \
+			--restart-backoff=1s
+	fi
 	export KUBECONFIG=$KUBECONFIG_PATH
 	local start end
 	start=$(date +%s%N)

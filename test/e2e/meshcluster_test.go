@@ -76,7 +76,7 @@ func getMC(ns, name string) *meshv1.MeshCluster {
 
 // waitAvailable waits until the MeshCluster's Available condition is True
 // for its current generation.
-func waitAvailable(ns, name string, timeout time.Duration) {
+func waitAvailable(ctx context.Context, ns, name string, timeout time.Duration) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		mc := &meshv1.MeshCluster{}
@@ -85,7 +85,7 @@ func waitAvailable(ns, name string, timeout time.Duration) {
 		g.Expect(c).NotTo(BeNil())
 		g.Expect(c.Status).To(Equal(metav1.ConditionTrue), "Available: %s", c.Message)
 		g.Expect(c.ObservedGeneration).To(Equal(mc.Generation))
-	}).WithTimeout(timeout).WithPolling(100 * time.Millisecond).Should(Succeed())
+	}).WithContext(ctx).WithTimeout(timeout).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 
 func clusterPods(ns, name string) []corev1.Pod {
@@ -121,10 +121,10 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 		ns = newNamespace("e2e-demo")
 	})
 
-	It("(a) reaches Available after kubectl apply of the 3+1 sample", func() {
+	It("(a) reaches Available after kubectl apply of the 3+1 sample", func(ctx SpecContext) {
 		start := time.Now()
 		applySample("mesh_v1alpha1_meshcluster.yaml", ns)
-		waitAvailable(ns, name, 2*time.Minute)
+		waitAvailable(ctx, ns, name, 2*time.Minute)
 		record("apply to Available (3 nodes + 1 standby)", time.Since(start))
 
 		mc := getMC(ns, name)
@@ -147,7 +147,7 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 		fmt.Fprintln(GinkgoWriter, out)
 	})
 
-	It("a deleted pod is recreated by the StatefulSet controller and becomes ready again", func() {
+	It("a deleted pod is recreated by the StatefulSet controller and becomes ready again", func(ctx SpecContext) {
 		victim := &corev1.Pod{}
 		Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-1"}, victim)).To(Succeed())
 		oldPID := pidOf(victim)
@@ -158,13 +158,13 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 			g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-1"}, p)).To(Succeed())
 			g.Expect(p.UID).NotTo(Equal(victim.UID))
 			g.Expect(podReady(p)).To(BeTrue())
-		}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 		record("pod delete to replacement ready", time.Since(start))
 		Expect(syscall.Kill(oldPID, 0)).To(MatchError(syscall.ESRCH), "the deleted pod's process is gone")
-		waitAvailable(ns, name, time.Minute)
+		waitAvailable(ctx, ns, name, time.Minute)
 	})
 
-	It("a SIGKILLed node process is restarted by the kubelet and the pod is ready again", func() {
+	It("a SIGKILLed node process is restarted by the kubelet and the pod is ready again", func(ctx SpecContext) {
 		p := &corev1.Pod{}
 		Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name + "-0"}, p)).To(Succeed())
 		restarts := p.Status.ContainerStatuses[0].RestartCount
@@ -179,12 +179,12 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 			g.Expect(cs.LastTerminationState.Terminated).NotTo(BeNil())
 			g.Expect(cs.LastTerminationState.Terminated.ExitCode).To(Equal(int32(128 + 9)))
 			g.Expect(podReady(got)).To(BeTrue())
-		}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 		record("SIGKILL to pod ready again (placeholder node, restart in place)", time.Since(start))
-		waitAvailable(ns, name, time.Minute)
+		waitAvailable(ctx, ns, name, time.Minute)
 	})
 
-	It("kubectl scale 3→5 adds ready nodes", func() {
+	It("kubectl scale 3→5 adds ready nodes", func(ctx SpecContext) {
 		start := time.Now()
 		kubectl("scale", "-n", ns, "meshcluster/"+name, "--replicas=5")
 		Eventually(func(g Gomega) {
@@ -197,11 +197,11 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 			for i := range pods {
 				g.Expect(podReady(&pods[i])).To(BeTrue(), "pod %s", pods[i].Name)
 			}
-		}).WithTimeout(2 * time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 		record("scale 3→5 to Available", time.Since(start))
 	})
 
-	It("a changed image rolls every pod and the cluster is Available again", func() {
+	It("a changed image rolls every pod and the cluster is Available again", func(ctx SpecContext) {
 		before := map[string]types.UID{}
 		for _, p := range clusterPods(ns, name) {
 			before[p.Name] = p.UID
@@ -218,21 +218,21 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 				g.Expect(p.UID).NotTo(Equal(before[p.Name]), "pod %s replaced", p.Name)
 				g.Expect(podReady(p)).To(BeTrue(), "pod %s", p.Name)
 			}
-		}).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
-		waitAvailable(ns, name, time.Minute)
+		}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+		waitAvailable(ctx, ns, name, time.Minute)
 		record(fmt.Sprintf("rolling update of %d pods to Available", len(before)), time.Since(start))
 	})
 
-	It("(e) deleting the MeshCluster removes its children", func() {
+	It("(e) deleting the MeshCluster removes its children", func(ctx SpecContext) {
 		mc := getMC(ns, name)
 		Expect(k8s.Delete(context.Background(), mc)).To(Succeed())
-		expectChildrenGone(ns, name)
+		expectChildrenGone(ctx, ns, name)
 	})
 })
 
 // expectChildrenGone waits until the cluster's StatefulSet, Services,
 // ConfigMap, PDB and pods are gone and no process of its pods is left.
-func expectChildrenGone(ns, name string) {
+func expectChildrenGone(ctx context.Context, ns, name string) {
 	GinkgoHelper()
 	pids := map[string]int{}
 	for _, p := range clusterPods(ns, name) {
@@ -254,7 +254,7 @@ func expectChildrenGone(ns, name string) {
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%T %s still there (err %v)", obj, obj.GetName(), err)
 		}
 		g.Expect(clusterPods(ns, name)).To(BeEmpty())
-	}).WithTimeout(2 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+	}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
 	record("MeshCluster delete to children gone", time.Since(start))
 	for pod, pid := range pids {
 		Expect(syscall.Kill(pid, 0)).To(MatchError(syscall.ESRCH), "process of %s (pid %d) is gone", pod, pid)
@@ -267,9 +267,9 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 
 	BeforeAll(func() { ns = newNamespace("e2e-disk") })
 
-	It("(e) deleting the MeshCluster removes everything but the retained PVCs and their data", func() {
+	It("(e) deleting the MeshCluster removes everything but the retained PVCs and their data", func(ctx SpecContext) {
 		applyManifest(diskCluster, ns)
-		waitAvailable(ns, name, 2*time.Minute)
+		waitAvailable(ctx, ns, name, 2*time.Minute)
 		var pvcs corev1.PersistentVolumeClaimList
 		Expect(k8s.List(context.Background(), &pvcs, client.InNamespace(ns))).To(Succeed())
 		Expect(pvcs.Items).To(HaveLen(4), "one data PVC per pod")
@@ -280,7 +280,7 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 		Expect(os.WriteFile(marker, []byte("kept"), 0o644)).To(Succeed())
 
 		Expect(k8s.Delete(context.Background(), getMC(ns, name))).To(Succeed())
-		expectChildrenGone(ns, name)
+		expectChildrenGone(ctx, ns, name)
 		Consistently(func(g Gomega) {
 			var after corev1.PersistentVolumeClaimList
 			g.Expect(k8s.List(context.Background(), &after, client.InNamespace(ns))).To(Succeed())
@@ -288,7 +288,7 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 			for _, p := range after.Items {
 				g.Expect(p.DeletionTimestamp).To(BeNil(), "PVC %s", p.Name)
 			}
-		}).WithTimeout(3 * time.Second).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(3 * time.Second).Should(Succeed())
 		Expect(os.ReadFile(marker)).To(Equal([]byte("kept")))
 	})
 })
