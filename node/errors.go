@@ -1,38 +1,16 @@
 package node
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/purplerain/mesh-operator/node/refusal"
 
+// The node's refusals, defined in package refusal so the data API and
+// clients can branch on them without importing the node.
 var (
-	// ErrNoTopology: the node has not received a topology yet.
-	ErrNoTopology = errors.New("node: no topology received yet")
-	// ErrLeaseExpired: the node's lease ran out; it accepts no writes until
-	// the operator renews it.
-	ErrLeaseExpired = errors.New("node: lease expired, not accepting writes")
-	// ErrShardMoving: the shard is fenced for a handoff; retry shortly,
-	// the new owner will accept it.
-	ErrShardMoving = errors.New("node: shard is moving, retry shortly")
-	// ErrBehindRetention: a read asked for events retention already
-	// removed.
-	ErrBehindRetention = errors.New("node: position is behind retention")
-	// ErrBackpressure: the node cannot take more events right now.
-	ErrBackpressure = errors.New("node: backpressure, retry later")
+	ErrNoTopology      = refusal.ErrNoTopology
+	ErrLeaseExpired    = refusal.ErrLeaseExpired
+	ErrShardMoving     = refusal.ErrShardMoving
+	ErrBehindRetention = refusal.ErrBehindRetention
+	ErrBackpressure    = refusal.ErrBackpressure
 )
 
 // NotOwnerError says which node owns a shard this node was asked to write.
-type NotOwnerError struct {
-	Shard uint16
-	// Owner is the owner's name and Data its data API address; both empty
-	// when the topology names no owner.
-	Owner string
-	Data  string
-}
-
-func (e *NotOwnerError) Error() string {
-	if e.Owner == "" {
-		return fmt.Sprintf("node: shard %d has no owner in the current topology", e.Shard)
-	}
-	return fmt.Sprintf("node: shard %d is owned by %s (%s)", e.Shard, e.Owner, e.Data)
-}
+type NotOwnerError = refusal.NotOwnerError

@@ -1,18 +1,35 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
+	redexadapter "github.com/purplerain/mesh-operator/engine/adapter/redex"
+	"github.com/purplerain/mesh-operator/engine/bus"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
-// Node is one mesh node's view of the cluster.
+// Node is one mesh node: its view of the cluster and its data plane.
 type Node struct {
-	name string
-	now  func() time.Time
+	name   string
+	now    func() time.Time
+	logger *slog.Logger
 
+	// The data plane (dataplane.go): every local shard log (owned or
+	// followed) lives in logs; the node bus holds exactly the owned ones.
+	logs       *redexadapter.Adapter
+	bus        *bus.Bus
+	ackStandby bool
+	replicas   ReplicaWaiter
+
+	// applyMu serialises topology changes, including the bus shard changes
+	// that follow them; mu guards the fields below.
+	applyMu    sync.Mutex
 	mu         sync.RWMutex
 	topo       *topology.Topology
 	leaseUntil time.Time
@@ -26,9 +43,15 @@ type Options struct {
 	// readings carry a monotonic component, so wall-clock jumps do not
 	// stretch a lease.
 	Now func() time.Time
+	// Config is the cluster-wide configuration (storage, retention, ack
+	// policy). Nil means memory storage and ackPolicy Leader.
+	Config *nodeconfig.Config
+	// Replicas is what ackPolicy Standby waits on; required with it.
+	Replicas ReplicaWaiter
+	Logger   *slog.Logger
 }
 
-// New returns a node that holds no topology yet.
+// New returns a node that holds no topology yet. Close releases it.
 func New(opts Options) (*Node, error) {
 	if opts.Name == "" {
 		return nil, fmt.Errorf("node: name is required")
@@ -36,7 +59,25 @@ func New(opts Options) (*Node, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Node{name: opts.Name, now: opts.Now}, nil
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas}
+	n.ackStandby = opts.Config != nil && opts.Config.AckPolicy == "Standby"
+	n.logs = redexadapter.New(storeOptions(opts.Config))
+	b, err := newBus(n.logs, opts.Logger)
+	if err != nil {
+		_ = n.logs.Close()
+		return nil, fmt.Errorf("node: start bus: %w", err)
+	}
+	n.bus = b
+	return n, nil
+}
+
+// Close drains the node bus and closes every log. A lossy drain is
+// returned as an error (and must be logged loudly by the caller).
+func (n *Node) Close() error {
+	return errors.Join(n.bus.Close(), n.logs.Close())
 }
 
 // Name is the node's member name.
@@ -48,16 +89,25 @@ func (n *Node) ApplyTopology(t *topology.Topology) error {
 	if err := t.Validate(); err != nil {
 		return fmt.Errorf("invalid topology: %w", err)
 	}
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if err := n.topo.CheckNewer(t); err != nil {
+		n.mu.Unlock()
 		return err
 	}
-	// TODO(issue 7): acquire and release shards in the node bus when the
-	// set this node owns or follows changes.
+	changed := n.topo == nil || n.topo.Epoch != t.Epoch
 	n.topo = t
 	n.leaseUntil = n.now().Add(t.Lease())
-	return nil
+	n.mu.Unlock()
+	if !changed {
+		return nil // a lease renewal
+	}
+	// Writes for shards this node no longer owns are already refused
+	// (CheckWritable reads the new topology); now drain and release them.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return n.syncShards(ctx, t)
 }
 
 // Topology returns the current topology, nil before the first push. The

@@ -28,6 +28,11 @@ func newNode(t *testing.T, name string) (*Node, *fakeClock) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
 	return n, clock
 }
 

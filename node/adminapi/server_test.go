@@ -35,6 +35,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = h.node.Close() })
 	s, err := New(Options{
 		Node:     h.node,
 		Verifier: identity.NewVerifier([]ed25519.PublicKey{op.PublicKey()}),

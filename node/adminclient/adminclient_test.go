@@ -22,6 +22,7 @@ func serve(t *testing.T, trusted ed25519.PublicKey) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = n.Close() })
 	s, err := adminapi.New(adminapi.Options{Node: n, Verifier: identity.NewVerifier([]ed25519.PublicKey{trusted}), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

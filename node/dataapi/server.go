@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/purplerain/mesh-operator/node"
+	"github.com/purplerain/mesh-operator/node/refusal"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -108,7 +108,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) {
 func (s *Server) topology(w http.ResponseWriter, _ *http.Request) {
 	t := s.backend.Topology()
 	if t == nil {
-		s.fail(w, node.ErrNoTopology)
+		s.fail(w, refusal.ErrNoTopology)
 		return
 	}
 	writeJSON(w, http.StatusOK, t)
@@ -118,20 +118,20 @@ func (s *Server) topology(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	body := ErrorResponse{Error: err.Error()}
 	status := http.StatusInternalServerError
-	var notOwner *node.NotOwnerError
+	var notOwner *refusal.NotOwnerError
 	switch {
 	case errors.As(err, &notOwner):
 		status, body.Code = http.StatusMisdirectedRequest, CodeNotOwner
 		body.Shard, body.Owner, body.OwnerData = &notOwner.Shard, notOwner.Owner, notOwner.Data
-	case errors.Is(err, node.ErrShardMoving):
+	case errors.Is(err, refusal.ErrShardMoving):
 		status, body.Code = http.StatusServiceUnavailable, CodeShardMoving
-	case errors.Is(err, node.ErrLeaseExpired):
+	case errors.Is(err, refusal.ErrLeaseExpired):
 		status, body.Code = http.StatusServiceUnavailable, CodeLeaseExpired
-	case errors.Is(err, node.ErrNoTopology):
+	case errors.Is(err, refusal.ErrNoTopology):
 		status, body.Code = http.StatusServiceUnavailable, CodeNoTopology
-	case errors.Is(err, node.ErrBackpressure):
+	case errors.Is(err, refusal.ErrBackpressure):
 		status, body.Code = http.StatusServiceUnavailable, CodeBackpressure
-	case errors.Is(err, node.ErrBehindRetention):
+	case errors.Is(err, refusal.ErrBehindRetention):
 		status, body.Code = http.StatusGone, CodeBehindRetention
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status, body.Code = http.StatusServiceUnavailable, CodeInternal

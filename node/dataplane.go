@@ -1,0 +1,280 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/purplerain/mesh-operator/engine/adapter"
+	redexadapter "github.com/purplerain/mesh-operator/engine/adapter/redex"
+	"github.com/purplerain/mesh-operator/engine/bus"
+	"github.com/purplerain/mesh-operator/engine/consumer"
+	"github.com/purplerain/mesh-operator/engine/redex"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// ReplicaWaiter is what ackPolicy Standby waits on: the owner side of
+// replication, which knows how far each follower has appended.
+type ReplicaWaiter interface {
+	// WaitReplicated returns once at least one follower appended shard's
+	// entry seq.
+	WaitReplicated(ctx context.Context, shard uint16, seq uint64) error
+}
+
+// storeOptions maps the node configuration onto the log registry's
+// options.
+func storeOptions(cfg *nodeconfig.Config) redexadapter.Options {
+	opts := redexadapter.Options{}
+	if cfg == nil {
+		return opts
+	}
+	r := cfg.Retention
+	opts.Log.Retention = redex.Retention{MaxAge: r.MaxAge.Duration}
+	if r.MaxEvents > 0 {
+		opts.Log.Retention.MaxEvents = uint64(r.MaxEvents)
+	}
+	if r.MaxBytes > 0 {
+		opts.Log.Retention.MaxBytes = uint64(r.MaxBytes)
+	}
+	if cfg.Storage.Mode == "Disk" {
+		opts.Dir = cfg.Storage.Dir
+		switch cfg.Storage.Fsync {
+		case "EveryN":
+			opts.Log.Fsync = redex.EveryN(uint64(cfg.Storage.FsyncEveryN))
+		case "Interval":
+			opts.Log.Fsync = redex.Interval(cfg.Storage.FsyncInterval.Duration)
+		}
+	}
+	return opts
+}
+
+// newBus is the node bus: no base shards (the node adds the shards it
+// owns), and producers that find a ring full get backpressure instead of
+// evicting acknowledged-to-be events.
+func newBus(logs *redexadapter.Adapter, logger *slog.Logger) (*bus.Bus, error) {
+	return bus.New(logs, bus.Config{
+		NoBaseShards: true,
+		MaxShards:    1 << 16,
+		RingCapacity: 1 << 14,
+		Backpressure: bus.FailProducer(),
+		Batch:        bus.BatchConfig{Min: 1, Max: 4096, MaxDelay: 200 * time.Microsecond},
+		Logger:       logger,
+	})
+}
+
+// syncShards makes the node bus hold exactly the shards this node owns in
+// t. Shards it stops owning are drained and removed (their logs stay: a
+// follower keeps replicating into them); shards it gains are added and
+// activated. Callers hold applyMu.
+func (n *Node) syncShards(ctx context.Context, t *topology.Topology) error {
+	want := t.OwnedBy(n.name)
+	have := n.bus.Shards()
+	var errs []error
+	for _, id := range have {
+		if !slices.Contains(want, id) {
+			if err := n.bus.RemoveShard(ctx, id); err != nil {
+				errs = append(errs, fmt.Errorf("release shard %d: %w", id, err))
+			}
+		}
+	}
+	for _, id := range want {
+		if !slices.Contains(have, id) {
+			if err := n.bus.AddShard(id); err != nil {
+				errs = append(errs, fmt.Errorf("acquire shard %d: %w", id, err))
+			}
+		}
+	}
+	// Followed shards need their logs open for replication.
+	for _, id := range t.FollowedBy(n.name) {
+		if _, err := n.logs.Log(id); err != nil {
+			errs = append(errs, fmt.Errorf("open followed shard %d: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ingest implements dataapi.Backend: it routes every event, refuses the
+// whole request if any event belongs to a shard this node may not write,
+// then appends through the node bus and acknowledges under the ack policy.
+func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ack, error) {
+	t := n.Topology()
+	if t == nil {
+		return nil, ErrNoTopology
+	}
+	shards := make([]int, len(events)) // -1: keyless
+	for i, e := range events {
+		shards[i] = -1
+		if len(e.Key) > 0 {
+			id := topology.KeyShard(e.Key, t.BaseShards)
+			if err := n.CheckWritable(id); err != nil {
+				return nil, err
+			}
+			shards[i] = int(id)
+		}
+	}
+	if slices.Contains(shards, -1) {
+		if err := n.checkAnyWritable(); err != nil {
+			return nil, err
+		}
+	}
+	tickets := make([]bus.Ticket, len(events))
+	for i, e := range events {
+		var err error
+		if shards[i] < 0 {
+			tickets[i], err = n.bus.IngestAny(e.Payload)
+		} else {
+			tickets[i], err = n.bus.IngestTo(uint16(shards[i]), e.Payload)
+		}
+		if err != nil {
+			// Events already accepted are appended but not acknowledged; the
+			// client retries the batch (at-least-once).
+			return nil, n.ingestError(err)
+		}
+	}
+	acks := make([]dataapi.Ack, len(events))
+	touched := map[uint16]bool{}
+	for i, tk := range tickets {
+		if err := n.bus.WaitDispatched(ctx, tk); err != nil {
+			return nil, n.ingestError(err)
+		}
+		acks[i] = dataapi.Ack{Shard: tk.Shard}
+		touched[tk.Shard] = true
+	}
+	if n.ackStandby {
+		if err := n.waitReplicated(ctx, touched); err != nil {
+			return nil, err
+		}
+	}
+	// Acknowledge only inside the lease: past it another owner may have
+	// been promoted, and this node's word no longer counts.
+	for id := range touched {
+		if err := n.CheckWritable(id); err != nil {
+			return nil, fmt.Errorf("appended but not acknowledged: %w", err)
+		}
+	}
+	return acks, nil
+}
+
+// waitReplicated waits until a follower has everything appended so far to
+// each touched shard: the log's last seq is at or after every event of
+// this request.
+func (n *Node) waitReplicated(ctx context.Context, touched map[uint16]bool) error {
+	if n.replicas == nil {
+		return errors.New("node: ackPolicy Standby but replication is not running")
+	}
+	for id := range touched {
+		l, err := n.logs.Log(id)
+		if err != nil {
+			return err
+		}
+		next := l.NextSeq()
+		if next == 0 {
+			continue
+		}
+		if err := n.replicas.WaitReplicated(ctx, id, next-1); err != nil {
+			return fmt.Errorf("shard %d: wait for a standby: %w", id, err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) checkAnyWritable() error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.topo == nil {
+		return ErrNoTopology
+	}
+	if len(n.topo.OwnedBy(n.name)) == 0 {
+		return &NotOwnerError{Shard: 0}
+	}
+	if !n.now().Before(n.leaseUntil) {
+		return ErrLeaseExpired
+	}
+	return nil
+}
+
+func (n *Node) ingestError(err error) error {
+	switch {
+	case errors.Is(err, bus.ErrBackpressure):
+		return fmt.Errorf("%w: %v", ErrBackpressure, err)
+	case errors.Is(err, bus.ErrUnrouted), errors.Is(err, bus.ErrClosed):
+		return fmt.Errorf("%w: %v", ErrShardMoving, err)
+	case errors.Is(err, bus.ErrNotDispatched):
+		return fmt.Errorf("%w: %v", ErrShardMoving, err)
+	}
+	return err
+}
+
+// ownedSource is the consumer's view: the shards this node owns, read from
+// their logs.
+type ownedSource struct {
+	logs  *redexadapter.Adapter
+	owned []uint16
+}
+
+func (s ownedSource) Shards() []uint16 { return s.owned }
+
+func (s ownedSource) PollShard(ctx context.Context, id uint16, from adapter.Position, limit int) (adapter.PollResult, error) {
+	return s.logs.PollShard(ctx, id, from, limit)
+}
+
+// Poll implements dataapi.Backend over the shards this node owns.
+func (n *Node) Poll(ctx context.Context, req dataapi.PollRequest) (dataapi.PollResponse, error) {
+	t := n.Topology()
+	if t == nil {
+		return dataapi.PollResponse{}, ErrNoTopology
+	}
+	owned := t.OwnedBy(n.name)
+	resp, err := consumer.Poll(ctx, ownedSource{logs: n.logs, owned: owned}, consumer.Request{Limit: req.Limit, Cursor: req.Cursor, Shards: owned})
+	if err != nil {
+		if errors.Is(err, redexadapter.ErrBehindRetention) {
+			return dataapi.PollResponse{}, fmt.Errorf("%w: %v", ErrBehindRetention, err)
+		}
+		return dataapi.PollResponse{}, err
+	}
+	out := dataapi.PollResponse{
+		Cursor: resp.Cursor, HasMore: resp.HasMore,
+		TruncatedAtPerShardCap: resp.TruncatedAtPerShardCap, StalledShards: resp.StalledShards,
+		Events: make([]dataapi.StoredEvent, len(resp.Events)),
+	}
+	for i, e := range resp.Events {
+		out.Events[i] = dataapi.StoredEvent{Shard: e.Shard, Seq: e.Pos.Lo, Time: int64(e.Timestamp), Payload: e.Payload}
+	}
+	return out, nil
+}
+
+// Log returns the local log of shard id (owned or followed), opening it if
+// needed. Replication reads and appends through it.
+func (n *Node) Log(id uint16) (*redex.Log, error) { return n.logs.Log(id) }
+
+// sweepRetention applies retention to every local log.
+func (n *Node) sweepRetention(now time.Time) {
+	for _, id := range n.logs.Shards() {
+		l, err := n.logs.Log(id)
+		if err != nil {
+			continue
+		}
+		if _, err := l.Sweep(now); err != nil {
+			n.logger.Warn("retention sweep failed", "shard", id, "err", err)
+		}
+	}
+}
+
+// RunRetention sweeps every interval until ctx ends.
+func (n *Node) RunRetention(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n.sweepRetention(now)
+		}
+	}
+}
