@@ -24,6 +24,7 @@ import (
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/controllers/resources"
+	"github.com/purplerain/mesh-operator/hack/localcluster/kubelet"
 )
 
 // newNamespace creates a namespace for one spec and removes it after.
@@ -276,8 +277,18 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 
 		// Each pod's /var/lib/mesh is its claim's directory: a file written
 		// there must survive the cluster's deletion.
-		marker := filepath.Join(artifacts, "kubelet", "pvcs", ns, "data-"+name+"-0", "e2e-marker")
+		var claim corev1.PersistentVolumeClaim
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "data-" + name + "-0"}, &claim)).To(Succeed())
+		marker := filepath.Join(kubelet.ClaimDir(filepath.Join(artifacts, "kubelet"), ns, claim.Name, claim.UID), "e2e-marker")
 		Expect(os.WriteFile(marker, []byte("kept"), 0o644)).To(Succeed())
+		// The pod's node.json names the claim's directory as its storage
+		// dir: the kubelet rewrote the mount path /var/lib/mesh.
+		pod := &corev1.Pod{}
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name + "-0"}, pod)).To(Succeed())
+		nodeJSON, err := os.ReadFile(filepath.Join(artifacts, "kubelet", "pods", string(pod.UID), "volumes", "config", "node.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(nodeJSON)).To(ContainSubstring(filepath.Dir(marker)))
+		Expect(string(nodeJSON)).NotTo(ContainSubstring("/var/lib/mesh"))
 
 		Expect(k8s.Delete(context.Background(), getMC(ns, name))).To(Succeed())
 		expectChildrenGone(ctx, ns, name)
@@ -290,6 +301,11 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 			}
 		}).WithContext(ctx).WithTimeout(3 * time.Second).Should(Succeed())
 		Expect(os.ReadFile(marker)).To(Equal([]byte("kept")))
+
+		By("deleting a retained claim removes its directory")
+		Expect(k8s.Delete(ctx, &claim)).To(Succeed())
+		Eventually(func() error { _, err := os.Stat(filepath.Dir(marker)); return err }).
+			WithContext(ctx).WithTimeout(30 * time.Second).Should(MatchError(os.ErrNotExist))
 	})
 })
 

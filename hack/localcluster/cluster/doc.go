@@ -11,7 +11,7 @@
 //	logs/               etcd.log, kube-apiserver.log, kube-controller-manager.log,
 //	                    kubelet.log and <namespace>_<pod>_<container>.log per pod
 //	kubelet/pods/<uid>  per-pod volumes (removed with the pod)
-//	kubelet/pvcs/<ns>/<claim>  PVC directories (kept until the state is removed)
+//	kubelet/pvcs/<ns>/<claim>_<uid>  PVC directories (removed with their claim)
 //	pids                pids of the processes started, for `down` after a crash
 //
 // Invariants: Start refuses when a fixed port is taken, before starting

@@ -33,7 +33,8 @@ type Config struct {
 	// Images maps container images to local binaries.
 	Images ImageMap
 	// RootDir holds pods/<uid>/ (removed with each pod) and
-	// pvcs/<namespace>/<claim>/ (kept).
+	// pvcs/<namespace>/<claim>_<claim uid>/ (kept until the claim is
+	// deleted).
 	RootDir string
 	// LogDir receives <namespace>_<pod>_<container>.log.
 	LogDir string
@@ -164,7 +165,11 @@ func (k *Kubelet) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	_ = factory.Core().V1().PersistentVolumeClaims().Informer()
+	if _, err := factory.Core().V1().PersistentVolumeClaims().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: k.removeClaimDir,
+	}); err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
@@ -340,7 +345,39 @@ func (k *Kubelet) podDir(uid types.UID) string {
 	return filepath.Join(k.cfg.RootDir, "pods", string(uid))
 }
 
-func (k *Kubelet) pvcDir(ns string) string { return filepath.Join(k.cfg.RootDir, "pvcs", ns) }
+// ClaimDir is the directory standing in for a PersistentVolumeClaim. It is
+// named after the claim and its UID, so a claim deleted and created again
+// under the same name starts empty, as a new volume would.
+func ClaimDir(root, namespace, claim string, uid types.UID) string {
+	return filepath.Join(root, "pvcs", namespace, claim+"_"+string(uid))
+}
+
+// claimDir is the directory of a claim that exists in the cache (a
+// placeholder name otherwise: setupVolumes refuses pods whose claims are
+// missing).
+func (k *Kubelet) claimDir(ns, claim string) string {
+	pvc, err := k.pvcs.PersistentVolumeClaims(ns).Get(claim)
+	if err != nil {
+		return ClaimDir(k.cfg.RootDir, ns, claim, "missing")
+	}
+	return ClaimDir(k.cfg.RootDir, ns, claim, pvc.UID)
+}
+
+// removeClaimDir deletes a deleted claim's directory: its data is gone
+// with it, as with a dynamically provisioned volume.
+func (k *Kubelet) removeClaimDir(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	pvc, ok := obj.(*corev1.PersistentVolumeClaim)
+	if !ok {
+		return
+	}
+	dir := ClaimDir(k.cfg.RootDir, pvc.Namespace, pvc.Name, pvc.UID)
+	if err := os.RemoveAll(dir); err != nil {
+		k.cfg.Log.Warn("remove claim directory", "dir", dir, "err", err)
+	}
+}
 
 // registerNode creates or updates the Node, drops the not-ready taint the
 // API server's admission adds to new nodes (no node lifecycle controller

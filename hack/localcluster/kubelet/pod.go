@@ -240,7 +240,7 @@ func (w *podWorker) view(pod *corev1.Pod) *corev1.Pod {
 }
 
 func (w *podWorker) layout(pod *corev1.Pod) volumeLayout {
-	return volumeLayout{podDir: w.dir, pvcDir: w.k.pvcDir(pod.Namespace)}
+	return volumeLayout{podDir: w.dir, claimDir: func(claim string) string { return w.k.claimDir(pod.Namespace, claim) }}
 }
 
 // mounts maps the mount paths of containers (all of the pod's when c is

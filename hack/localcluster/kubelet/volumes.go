@@ -34,13 +34,15 @@ type file struct {
 // volumeLayout says where a pod's volumes live on the host.
 type volumeLayout struct {
 	podDir string // removed with the pod
-	pvcDir string // <root>/pvcs/<namespace>: survives pods
+	// claimDir is the directory of a claim in the pod's namespace; it
+	// survives pods.
+	claimDir func(claim string) string
 }
 
 func (l volumeLayout) dir(pod *corev1.Pod, v *corev1.Volume) string {
 	switch {
 	case v.PersistentVolumeClaim != nil:
-		return filepath.Join(l.pvcDir, v.PersistentVolumeClaim.ClaimName)
+		return l.claimDir(v.PersistentVolumeClaim.ClaimName)
 	case v.HostPath != nil:
 		return v.HostPath.Path
 	}
