@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -117,19 +118,21 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 			shards[i] = int(id)
 		}
 	}
+	var keyless []uint16
 	if slices.Contains(shards, -1) {
-		if err := n.checkAnyWritable(); err != nil {
+		var err error
+		if keyless, err = n.writableShards(); err != nil {
 			return nil, err
 		}
 	}
 	tickets := make([]bus.Ticket, len(events))
 	for i, e := range events {
-		var err error
-		if shards[i] < 0 {
-			tickets[i], err = n.bus.IngestAny(e.Payload)
-		} else {
-			tickets[i], err = n.bus.IngestTo(uint16(shards[i]), e.Payload)
+		id := shards[i]
+		if id < 0 {
+			id = int(n.leastLoaded(keyless))
 		}
+		var err error
+		tickets[i], err = n.bus.IngestTo(uint16(id), e.Payload)
 		if err != nil {
 			// Events already accepted are appended but not acknowledged; the
 			// client retries the batch (at-least-once).
@@ -164,7 +167,10 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 // each touched shard: the log's last seq is at or after every event of
 // this request.
 func (n *Node) waitReplicated(ctx context.Context, touched map[uint16]bool) error {
-	if n.replicas == nil {
+	n.replMu.Lock()
+	replicas := n.replicas
+	n.replMu.Unlock()
+	if replicas == nil {
 		return errors.New("node: ackPolicy Standby but replication is not running")
 	}
 	for id := range touched {
@@ -176,26 +182,53 @@ func (n *Node) waitReplicated(ctx context.Context, touched map[uint16]bool) erro
 		if next == 0 {
 			continue
 		}
-		if err := n.replicas.WaitReplicated(ctx, id, next-1); err != nil {
+		if err := replicas.WaitReplicated(ctx, id, next-1); err != nil {
 			return fmt.Errorf("shard %d: wait for a standby: %w", id, err)
 		}
 	}
 	return nil
 }
 
-func (n *Node) checkAnyWritable() error {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	if n.topo == nil {
-		return ErrNoTopology
+// writableShards lists the owned shards that accept writes now (not
+// fenced for a handoff), for keyless events.
+func (n *Node) writableShards() ([]uint16, error) {
+	t := n.Topology()
+	if t == nil {
+		return nil, ErrNoTopology
 	}
-	if len(n.topo.OwnedBy(n.name)) == 0 {
-		return &NotOwnerError{Shard: 0}
+	var out []uint16
+	var firstErr error
+	for _, id := range t.OwnedBy(n.name) {
+		if err := n.CheckWritable(id); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		out = append(out, id)
 	}
-	if !n.now().Before(n.leaseUntil) {
-		return ErrLeaseExpired
+	if len(out) == 0 {
+		if firstErr == nil {
+			firstErr = &NotOwnerError{} // owns nothing: the client picks another node
+		}
+		return nil, firstErr
 	}
-	return nil
+	return out, nil
+}
+
+// leastLoaded picks the candidate whose ring holds the fewest events,
+// starting the scan at a random candidate so ties spread (the bus's own
+// least-loaded selection, restricted to writable shards).
+func (n *Node) leastLoaded(candidates []uint16) uint16 {
+	start := rand.IntN(len(candidates))
+	best, bestLoad := candidates[start], int(^uint(0)>>1)
+	for i := range candidates {
+		id := candidates[(start+i)%len(candidates)]
+		if load, ok := n.bus.ShardLoad(id); ok && load < bestLoad {
+			best, bestLoad = id, load
+		}
+	}
+	return best
 }
 
 func (n *Node) ingestError(err error) error {

@@ -10,6 +10,7 @@ import (
 
 	redexadapter "github.com/purplerain/mesh-operator/engine/adapter/redex"
 	"github.com/purplerain/mesh-operator/engine/bus"
+	"github.com/purplerain/mesh-operator/engine/identity"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -25,7 +26,14 @@ type Node struct {
 	logs       *redexadapter.Adapter
 	bus        *bus.Bus
 	ackStandby bool
+	replMu     sync.Mutex
 	replicas   ReplicaWaiter
+
+	// Replication followers (followers.go), one per followed shard; guarded
+	// by applyMu.
+	clusterKey    *identity.KeyPair
+	syncBeforeAck bool
+	followers     map[uint16]*follower
 
 	// applyMu serialises topology changes, including the bus shard changes
 	// that follow them; mu guards the fields below.
@@ -33,6 +41,8 @@ type Node struct {
 	mu         sync.RWMutex
 	topo       *topology.Topology
 	leaseUntil time.Time
+	// draining refuses every write (as "moving"): the node is leaving.
+	draining bool
 }
 
 // Options configures a Node.
@@ -46,9 +56,14 @@ type Options struct {
 	// Config is the cluster-wide configuration (storage, retention, ack
 	// policy). Nil means memory storage and ackPolicy Leader.
 	Config *nodeconfig.Config
-	// Replicas is what ackPolicy Standby waits on; required with it.
+	// Replicas is what ackPolicy Standby waits on; required with it. Set
+	// it later with SetReplicas when the replication server needs the node
+	// first.
 	Replicas ReplicaWaiter
-	Logger   *slog.Logger
+	// ClusterKey signs the replication tokens this node presents to shard
+	// owners; nil disables following.
+	ClusterKey *identity.KeyPair
+	Logger     *slog.Logger
 }
 
 // New returns a node that holds no topology yet. Close releases it.
@@ -62,8 +77,12 @@ func New(opts Options) (*Node, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas}
+	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas,
+		clusterKey: opts.ClusterKey, followers: map[uint16]*follower{}}
 	n.ackStandby = opts.Config != nil && opts.Config.AckPolicy == "Standby"
+	// Under ackPolicy Standby an ack promises the event survives the
+	// owner's loss, so followers sync before they acknowledge.
+	n.syncBeforeAck = n.ackStandby && opts.Config.Storage.Mode == "Disk"
 	n.logs = redexadapter.New(storeOptions(opts.Config))
 	b, err := newBus(n.logs, opts.Logger)
 	if err != nil {
@@ -77,7 +96,15 @@ func New(opts Options) (*Node, error) {
 // Close drains the node bus and closes every log. A lossy drain is
 // returned as an error (and must be logged loudly by the caller).
 func (n *Node) Close() error {
+	n.closeFollowers()
 	return errors.Join(n.bus.Close(), n.logs.Close())
+}
+
+// SetReplicas sets what ackPolicy Standby waits on.
+func (n *Node) SetReplicas(r ReplicaWaiter) {
+	n.replMu.Lock()
+	defer n.replMu.Unlock()
+	n.replicas = r
 }
 
 // Name is the node's member name.
@@ -107,7 +134,9 @@ func (n *Node) ApplyTopology(t *topology.Topology) error {
 	// (CheckWritable reads the new topology); now drain and release them.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return n.syncShards(ctx, t)
+	// Followers first: a shard this node now owns must have no follower
+	// appending to its log when the bus takes it over.
+	return errors.Join(n.syncFollowers(t), n.syncShards(ctx, t))
 }
 
 // Topology returns the current topology, nil before the first push. The
@@ -158,6 +187,12 @@ func (n *Node) CheckWritable(shard uint16) error {
 			}
 		}
 		return e
+	}
+	if s.Fenced {
+		return ErrShardMoving
+	}
+	if n.draining {
+		return ErrShardMoving
 	}
 	if !n.now().Before(n.leaseUntil) {
 		return ErrLeaseExpired

@@ -66,7 +66,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
 	s.mux.Handle("GET /v1/status", s.admin(s.status))
 	s.mux.Handle("PUT /v1/topology", s.admin(s.putTopology))
-	// TODO(issue 7): shard moves (start/status/abort), promote, drain.
+	s.mux.Handle("POST /v1/promote", s.admin(s.promote))
+	s.mux.Handle("POST /v1/drain", s.admin(s.drain))
 	return s, nil
 }
 
@@ -114,6 +115,8 @@ type Status struct {
 	Followed             []uint16 `json:"followed"`
 	Ready                bool     `json:"ready"`
 	NotReadyReason       string   `json:"notReadyReason,omitempty"`
+	// Shards details every owned and followed shard.
+	Shards []node.ShardStatus `json:"shards,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
@@ -128,6 +131,41 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		st.NotReadyReason = err.Error()
 	} else {
 		st.Ready = true
+	}
+	st.Shards = s.node.ShardStatuses()
+	writeJSON(w, http.StatusOK, st)
+}
+
+// PromoteRequest is the body of POST /v1/promote.
+type PromoteRequest struct {
+	// Topology is the new topology, in which this node owns Shards.
+	Topology topology.Topology `json:"topology"`
+	Shards   []uint16          `json:"shards"`
+}
+
+func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
+	var req PromoteRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.node.Promote(&req.Topology, req.Shards); err != nil {
+		status := http.StatusUnprocessableEntity
+		if errors.Is(err, topology.ErrStaleEpoch) {
+			status = http.StatusConflict
+		}
+		writeError(w, status, err)
+		return
+	}
+	s.log.Info("promoted", "epoch", req.Topology.Epoch, "shards", req.Shards)
+	writeJSON(w, http.StatusOK, map[string]any{"epoch": req.Topology.Epoch, "shards": s.node.ShardStatuses()})
+}
+
+func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.Drain(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, st)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/node"
 	"github.com/purplerain/mesh-operator/node/adminapi"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -27,6 +28,10 @@ type Client interface {
 	// older epoch than the node holds is an error wrapping
 	// topology.ErrStaleEpoch.
 	PutTopology(ctx context.Context, t *topology.Topology) error
+	// Promote makes the node own shards under t (a standby taking over).
+	Promote(ctx context.Context, t *topology.Topology, shards []uint16) error
+	// Drain stops the node accepting writes and flushes it.
+	Drain(ctx context.Context) (node.DrainStatus, error)
 }
 
 // Dialer returns the client of the node whose admin address is addr.
@@ -74,6 +79,23 @@ func (c *HTTP) PutTopology(ctx context.Context, t *topology.Topology) error {
 		return fmt.Errorf("%w: %v", topology.ErrStaleEpoch, err)
 	}
 	return err
+}
+
+// Promote implements Client.
+func (c *HTTP) Promote(ctx context.Context, t *topology.Topology, shards []uint16) error {
+	err := c.call(ctx, http.MethodPost, "/v1/promote", adminapi.PromoteRequest{Topology: *t, Shards: shards}, nil)
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusConflict {
+		return fmt.Errorf("%w: %v", topology.ErrStaleEpoch, err)
+	}
+	return err
+}
+
+// Drain implements Client.
+func (c *HTTP) Drain(ctx context.Context) (node.DrainStatus, error) {
+	var st node.DrainStatus
+	err := c.call(ctx, http.MethodPost, "/v1/drain", nil, &st)
+	return st, err
 }
 
 func (c *HTTP) call(ctx context.Context, method, path string, in, out any) error {

@@ -60,6 +60,10 @@ type Shard struct {
 	Owner string `json:"owner"`
 	// Followers replicate the owner's log.
 	Followers []string `json:"followers,omitempty"`
+	// Fenced stops the owner from accepting writes (they are refused as
+	// "moving") while a handoff lets the new owner catch up to the last
+	// event; the next epoch names the new owner.
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 // Topology is the operator's record, pushed to every node.

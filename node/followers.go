@@ -1,0 +1,145 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/engine/redex"
+	"github.com/purplerain/mesh-operator/node/replication"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// follower is one running replication follower and where it points.
+type follower struct {
+	owner string // owner's wire address
+	f     *replication.Follower
+}
+
+// replicateTokenTTL bounds a captured replication token's use.
+const replicateTokenTTL = time.Minute
+
+// syncFollowers makes the running followers match t: one per shard this
+// node follows, pointed at the shard's current owner. It stops followers
+// first, so a shard this node now owns has no follower appending to its
+// log when the bus takes it over. Callers hold applyMu.
+func (n *Node) syncFollowers(t *topology.Topology) error {
+	want := map[uint16]string{}
+	for _, id := range t.FollowedBy(n.name) {
+		s, _ := t.Shard(id)
+		if m, ok := t.Member(s.Owner); ok && m.Wire != "" {
+			want[id] = m.Wire
+		}
+	}
+	for id, f := range n.followers {
+		if addr, ok := want[id]; !ok || addr != f.owner {
+			_ = f.f.Close()
+			delete(n.followers, id)
+		}
+	}
+	if n.clusterKey == nil {
+		if len(want) > 0 {
+			n.logger.Warn("no cluster key: not replicating the shards this node follows", "shards", len(want))
+		}
+		return nil
+	}
+	for id, addr := range want {
+		if f, ok := n.followers[id]; ok {
+			select {
+			case <-f.f.Done():
+				// A follower that stopped on a terminal error (lagged,
+				// diverged) stays stopped: restarting it would fail the
+				// same way. It is reported in status.
+				// TODO(issue 7): resync a lagged follower from a snapshot.
+			default:
+			}
+			continue
+		}
+		l, err := n.logs.Log(id)
+		if err != nil {
+			return fmt.Errorf("follow shard %d: %w", id, err)
+		}
+		shard := id
+		f, err := replication.StartFollower(replication.FollowerOptions{
+			Name:  n.name,
+			Shard: id,
+			Addr:  addr,
+			Log:   l,
+			Epoch: n.epoch,
+			Token: func() ([]byte, error) {
+				tok, err := n.clusterKey.TryIssue(identity.Grant{
+					Subject: n.clusterKey.PublicKey(), Scope: identity.ScopeReplicate,
+					Shard: shard, ShardBound: true, TTL: replicateTokenTTL,
+				}, n.now())
+				if err != nil {
+					return nil, err
+				}
+				return tok.Encode(), nil
+			},
+			// The topology is authoritative: after a failover the new owner's
+			// log wins over a suffix only this node had.
+			TruncateDiverged: true,
+			SyncBeforeAck:    n.syncBeforeAck,
+			Logger:           n.logger,
+		})
+		if err != nil {
+			return fmt.Errorf("follow shard %d: %w", id, err)
+		}
+		n.followers[id] = &follower{owner: addr, f: f}
+	}
+	return nil
+}
+
+// epoch is the current topology epoch (0 before the first push).
+func (n *Node) epoch() uint64 {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.topo == nil {
+		return 0
+	}
+	return n.topo.Epoch
+}
+
+// Epoch implements replication.LogSource.
+func (n *Node) Epoch() uint64 { return n.epoch() }
+
+// FollowerStatuses reports every running follower.
+func (n *Node) FollowerStatuses() []replication.FollowerStatus {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	out := make([]replication.FollowerStatus, 0, len(n.followers))
+	for _, f := range n.followers {
+		out = append(out, f.f.Status())
+	}
+	return out
+}
+
+func (n *Node) closeFollowers() {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	for id, f := range n.followers {
+		_ = f.f.Close()
+		delete(n.followers, id)
+	}
+}
+
+// ownerSource is the replication server's view of the node: it serves
+// only the shards this node owns in the current topology, so no follower
+// replicates from a node that is not the owner.
+type ownerSource struct{ n *Node }
+
+// OwnerSource returns the LogSource the node's replication server uses.
+func (n *Node) OwnerSource() replication.LogSource { return ownerSource{n} }
+
+func (s ownerSource) Epoch() uint64 { return s.n.epoch() }
+
+func (s ownerSource) Log(id uint16) (*redex.Log, error) {
+	t := s.n.Topology()
+	if t == nil {
+		return nil, ErrNoTopology
+	}
+	if sh, ok := t.Shard(id); !ok || sh.Owner != s.n.name {
+		return nil, fmt.Errorf("shard %d: not owned by %s at epoch %d", id, s.n.name, t.Epoch)
+	}
+	return s.n.logs.Log(id)
+}
