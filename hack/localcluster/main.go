@@ -223,9 +223,15 @@ func (p *operatorProc) stop() {
 // logs/localcluster.log, and waits until it reports ready or exits.
 func upDetached(state string, args []string, wait time.Duration) error {
 	var rest []string
-	for _, a := range args {
-		if a != "--detach" && a != "-detach" && !strings.HasPrefix(a, "--detach=") && !strings.HasPrefix(a, "--state-dir") {
-			rest = append(rest, a)
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimPrefix(args[i], "-")
+		switch {
+		case a == "-detach" || a == "detach" || strings.HasPrefix(a, "-detach=") || strings.HasPrefix(a, "detach="):
+		case a == "-state-dir" || a == "state-dir":
+			i++ // and its value
+		case strings.HasPrefix(a, "-state-dir=") || strings.HasPrefix(a, "state-dir="):
+		default:
+			rest = append(rest, args[i])
 		}
 	}
 	logPath := filepath.Join(state, "logs", "localcluster.log")
@@ -289,8 +295,10 @@ func running(state string) (int, bool) {
 	if syscall.Kill(pid, 0) != nil {
 		return pid, false
 	}
+	// The pid may have been reused: it is ours only if it runs `up`.
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return pid, strings.Contains(string(cmdline), "up")
+	args := strings.Split(string(cmdline), "\x00")
+	return pid, len(args) > 1 && args[1] == "up"
 }
 
 func down(args []string) error {

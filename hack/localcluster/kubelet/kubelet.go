@@ -239,12 +239,13 @@ func (k *Kubelet) sync(key string) error {
 		w.update(pod)
 		return nil
 	}
+	if pod.DeletionTimestamp != nil {
+		// Nothing of it runs here (finished, or the kubelet restarted):
+		// remove it.
+		return k.deletePod(pod)
+	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil
-	}
-	if pod.DeletionTimestamp != nil {
-		// Nothing of it runs here (the kubelet restarted): remove it.
-		return k.deletePod(pod)
 	}
 	w = newPodWorker(k, pod)
 	k.mu.Lock()
