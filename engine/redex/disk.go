@@ -89,6 +89,16 @@ func (l *Log) openDisk() error {
 	}
 	slices.SortFunc(d.segs, func(a, b segment) int { return cmpU64(a.base, b.base) })
 
+	// A segment followed by one that starts at or below the FIRST mark
+	// holds only dropped entries: a sweep crashed before deleting it. It is
+	// neither read nor validated, and is deleted below.
+	k := 0
+	for k+1 < len(d.segs) && d.segs[k+1].base <= lw {
+		k++
+	}
+	stale := d.segs[:k:k]
+	d.segs = d.segs[k:]
+
 	first := lw
 	if len(d.segs) == 0 && lw == 0 {
 		// No log here yet: a new log starts at Options.FirstSeq.
@@ -139,6 +149,15 @@ func (l *Log) openDisk() error {
 		}
 	}
 	if next < first {
+		// The segments end below the FIRST mark. Retention fsyncs that
+		// mark but the active segment may not have been (FsyncNever,
+		// Interval, EveryN(n>1)), so a power cut can take frames back
+		// past it. Every frame left is below the mark, so every segment
+		// is stale: start a new segment at the mark rather than append
+		// seq first right after a lower seq in the old one, a gap the
+		// next recovery would cut as a torn tail, synced entries and all.
+		stale = append(stale, d.segs...)
+		d.segs = nil
 		next = first
 	}
 	if l.st.next != next {
@@ -163,9 +182,29 @@ func (l *Log) openDisk() error {
 		}
 		d.active = d.wrap(f)
 	}
+	// Only now that a segment at or above the mark is durable: a crash
+	// before this point leaves stale segments the next Open skips again.
+	if err := removeSegments(d.dir, stale); err != nil {
+		d.active.Close()
+		return err
+	}
 	l.disk = d
 	d.startWorker(l)
 	return nil
+}
+
+// removeSegments deletes segments holding only dropped entries and syncs
+// the directory.
+func removeSegments(dir string, segs []segment) error {
+	if len(segs) == 0 {
+		return nil
+	}
+	for _, sg := range segs {
+		if err := os.Remove(sg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("redex: remove stale segment: %w", err)
+		}
+	}
+	return syncDir(dir)
 }
 
 func cmpU64(a, b uint64) int {

@@ -49,6 +49,11 @@
 //     everything before it survives; corruption anywhere else is an error.
 //     Fsync errors are returned to the caller and poison the log: later
 //     appends fail with the same error instead of pretending durability.
+//   - Frame seqs are dense within and across segments. The FIRST mark is
+//     fsynced, the active segment maybe not, so after a power cut the
+//     segments can end below the mark; Open then starts a new segment at
+//     the mark instead of continuing the old one with a gap, and deletes
+//     the segments below it.
 //
 // Disk mode keeps the retained entries in memory as well (the segment files
 // are the durable copy, read back only on Open), so a disk-mode log needs
