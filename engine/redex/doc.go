@@ -13,6 +13,10 @@
 //     ever drops a prefix, so the retained entries are always the contiguous
 //     range [FirstSeq, NextSeq). Options.FirstSeq applies only to a new log;
 //     a disk log that exists reopens at the seqs on disk.
+//   - Seqs never wrap: math.MaxUint64 is Live, never an entry's seq, so
+//     NextSeq stops there and every append after that (local or
+//     replicated, or a batch that would reach it) is refused whole with
+//     ErrSeqExhausted; Open refuses Options.FirstSeq == Live the same way.
 //   - A replica holds its owner's seqs, stamps and flags: AppendReplicated
 //     takes an entry only if its seq is exactly NextSeq (else a
 //     *SeqGapError) and its stamp is not before the previous entry's

@@ -68,3 +68,9 @@ func (e *SeqGapError) Error() string {
 	}
 	return fmt.Sprintf("redex: replicated seq %d leaves a gap (next is %d)", e.Got, e.Want)
 }
+
+// ErrSeqExhausted is returned by an append that would need seq
+// math.MaxUint64 (which is Live, never an entry's seq) and by Open for an
+// Options.FirstSeq that leaves no seq to assign. A log that reaches it can
+// still be read.
+var ErrSeqExhausted = errors.New("redex: seq space exhausted")

@@ -43,6 +43,9 @@ type Log struct {
 // are written through to them.
 func Open(opts Options) (*Log, error) {
 	o := opts.withDefaults()
+	if o.FirstSeq == Live {
+		return nil, fmt.Errorf("redex: Options.FirstSeq %d is Live and leaves no seq to assign: %w", o.FirstSeq, ErrSeqExhausted)
+	}
 	l := &Log{opts: o, log: o.Logger.With("redex", o.Name), clock: o.Clock}
 	if l.clock == nil {
 		l.coarse = newCoarseClock()
@@ -67,7 +70,9 @@ func (l *Log) publish() {
 	l.firstSeqAtomic.Store(l.st.first)
 }
 
-// Append appends one heap entry and returns its seq.
+// Append appends one heap entry and returns its seq. Every append refuses
+// with ErrSeqExhausted once NextSeq is Live (math.MaxUint64): that value
+// is never an entry's seq.
 func (l *Log) Append(payload []byte) (uint64, error) {
 	return l.AppendWithFlags(payload, 0)
 }
@@ -107,6 +112,10 @@ func (l *Log) appendLocked(p []byte, flags Flags, crc uint32) (uint64, error) {
 		return 0, err
 	}
 	seq := l.st.next
+	if seq == Live {
+		l.mu.Unlock()
+		return 0, fmt.Errorf("append at seq %d: %w", seq, ErrSeqExhausted)
+	}
 	ts := l.stampLocked()
 	if l.disk != nil {
 		if err := l.disk.write(l, seq, ts, flags, crc, p); err != nil {
@@ -141,6 +150,9 @@ func (l *Log) AppendBatch(payloads [][]byte) (first uint64, ok bool, err error) 
 		return 0, false, err
 	}
 	first = l.st.next
+	if uint64(len(payloads)) > Live-first {
+		return 0, false, fmt.Errorf("batch of %d at seq %d: %w", len(payloads), first, ErrSeqExhausted)
+	}
 	ts := l.stampLocked()
 	if l.disk != nil {
 		if err := l.disk.writeBatch(l, first, ts, payloads); err != nil {

@@ -105,7 +105,8 @@ type Options struct {
 	// first retained seq, so both logs agree on every seq). It applies
 	// only to a memory log and to a disk directory that holds no log yet;
 	// a disk log that exists is reopened as it is on disk and FirstSeq is
-	// ignored.
+	// ignored. It must be below Live (math.MaxUint64); Open refuses
+	// Live with ErrSeqExhausted.
 	FirstSeq uint64
 
 	// hooks lets tests in this package inject file faults.

@@ -8,7 +8,8 @@ import (
 // AppendReplicated appends an entry copied from another log (the shard's
 // owner) with the seq, timestamp and flags it has there, so a follower's log
 // holds the same seqs and stamps as its owner's. It refuses an entry whose
-// seq is not NextSeq with a *SeqGapError, a stamp earlier than the previous
+// seq is not NextSeq with a *SeqGapError, one that would need seq
+// math.MaxUint64 (Live) with ErrSeqExhausted, a stamp earlier than the previous
 // entry's with ErrTimeRegression, an inline flag on anything but an 8-byte
 // payload on a log that allows inline entries with ErrInlineOnHeap, and an
 // oversize payload with a *PayloadTooLargeError. Nothing is appended on
@@ -36,8 +37,12 @@ func (l *Log) AppendReplicatedBatch(es []Entry) error {
 	}
 	want, prevTS := l.st.next, l.lastTS
 	for i := range es {
-		if es[i].Seq != want+uint64(i) {
-			return &SeqGapError{Got: es[i].Seq, Want: want + uint64(i)}
+		w := want + uint64(i) // stops at Live below, so it never wraps
+		if w == Live {
+			return fmt.Errorf("replicated seq %d: %w", es[i].Seq, ErrSeqExhausted)
+		}
+		if es[i].Seq != w {
+			return &SeqGapError{Got: es[i].Seq, Want: w}
 		}
 		if es[i].Time < prevTS {
 			return fmt.Errorf("seq %d stamped %d, previous %d: %w", es[i].Seq, es[i].Time, prevTS, ErrTimeRegression)

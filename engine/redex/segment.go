@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 )
 
 // Segment file layout (little-endian):
@@ -95,6 +96,8 @@ func decodeFrame(b []byte, wantSeq uint64, maxPayload int, heapOnly bool) (decod
 	}
 	n := binary.LittleEndian.Uint32(b[8:12])
 	switch {
+	case f.seq == math.MaxUint64:
+		return decodedFrame{}, 0, fmt.Errorf("seq %d is never assigned: %w", f.seq, errTorn)
 	case f.seq != wantSeq:
 		return decodedFrame{}, 0, fmt.Errorf("seq %d, want %d: %w", f.seq, wantSeq, errTorn)
 	case uint64(n) > uint64(maxPayload):

@@ -144,7 +144,10 @@ func (s *store) dropPrefix(k uint64) {
 		s.bytes -= entryBytes(s.rec(s.first + i))
 	}
 	s.first += k
-	for len(s.idx) > 0 && (s.idxBase+1)<<idxChunkShift <= s.first {
+	// Index chunk c holds seqs [c<<shift, (c+1)<<shift); it is wholly
+	// dropped when c < first>>shift (the shifted form cannot overflow at
+	// the top of the seq space).
+	for len(s.idx) > 0 && s.idxBase < s.first>>idxChunkShift {
 		if s.spare == nil {
 			s.spare = s.idx[0]
 		}
