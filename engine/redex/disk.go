@@ -120,6 +120,15 @@ func (l *Log) openDisk() error {
 			return fmt.Errorf("%w: %s: %w", ErrCorrupt, sg.path, derr)
 		}
 		if derr != nil {
+			// Only a bad suffix with nothing intact after it is a torn
+			// write; an intact frame after the bad bytes is corruption.
+			from, want := valid, base+uint64(len(frames))
+			if valid < segHeaderSize {
+				from, want = segHeaderSize, sg.base
+			}
+			if at, seq, ok := intactFrameAfter(b, from, want, o.MaxPayload, o.HeapOnly); ok {
+				return fmt.Errorf("%w: %s: %w, but an intact frame (seq %d) follows at offset %d", ErrCorrupt, sg.path, derr, seq, at)
+			}
 			if valid < segHeaderSize {
 				// Even the header is torn: the crash hit right after
 				// creating the file. Rewrite the header from its name.

@@ -425,3 +425,46 @@ func TestDiskRetentionDroppingEverythingKeepsSeqAcrossReopen(t *testing.T) {
 		t.Fatalf("append after reopen got %d, want 5", seq)
 	}
 }
+
+// One flipped byte in an early frame of the active segment is corruption,
+// not a torn tail: intact frames follow it, and they may have been fsynced.
+// Recovery must refuse to open rather than silently cut them (only a bad
+// suffix with nothing intact after it is a torn write).
+func TestDiskCorruptFrameFollowedByIntactFramesInLastSegmentIsAnError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   int // byte offset inside frame 1
+	}{
+		{"payload", frameHeaderSize + 2},
+		{"length-field", 9},
+		{"seq-field", 17},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openDiskT(t, Options{Dir: dir, Fsync: EveryN(1)})
+			for i := range 5 {
+				mustAppend(t, l, string(payloadFor(i)))
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			seg := segments(t, dir)[0]
+			b, _ := os.ReadFile(seg)
+			frame1 := segHeaderSize + frameHeaderSize + len(payloadFor(0))
+			b[frame1+tc.at] ^= 0x04
+			if err := os.WriteFile(seg, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if l, err := Open(Options{Dir: dir, Logger: discardLogger()}); !errors.Is(err, ErrCorrupt) {
+				if l != nil {
+					l.Close()
+				}
+				t.Fatalf("Open with a bad frame before intact ones: %v, want ErrCorrupt", err)
+			}
+			after, _ := os.ReadFile(seg)
+			if !bytes.Equal(after, b) {
+				t.Fatal("Open refused the segment but still truncated it")
+			}
+		})
+	}
+}

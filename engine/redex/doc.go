@@ -49,8 +49,13 @@
 //     ErrInlineOnHeap. Payloads above Options.MaxPayload are refused with a
 //     *PayloadTooLargeError.
 //   - Disk mode: every frame carries a CRC-32C over its header and payload.
-//     On reopen a torn or corrupt tail of the last segment is truncated and
-//     everything before it survives; corruption anywhere else is an error.
+//     On reopen a bad suffix of the last segment with no intact frame after
+//     it (a torn write) is truncated and everything before it survives. Bad
+//     bytes followed by an intact frame, and any damage to an earlier
+//     segment, are ErrCorrupt: the frames after them may have been fsynced,
+//     so Open refuses rather than cut them. (A power cut that persisted a
+//     later page of unsynced frames but not an earlier one looks the same
+//     and is refused too.)
 //     Fsync errors are returned to the caller and poison the log: later
 //     appends fail with the same error instead of pretending durability.
 //   - Frame seqs are dense within and across segments. The FIRST mark is

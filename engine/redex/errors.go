@@ -17,8 +17,9 @@ var (
 	// ErrInlineOnHeap is returned when the inline flag is requested on a heap
 	// append, or an inline append is made on a HeapOnly log.
 	ErrInlineOnHeap = errors.New("redex: inline flag refused on heap entry")
-	// ErrCorrupt is returned when a segment is damaged somewhere other than
-	// its torn tail.
+	// ErrCorrupt is returned by Open when a segment is damaged other than
+	// by a torn write: bad bytes followed by an intact frame, or damage to
+	// any segment but the last.
 	ErrCorrupt = errors.New("redex: corrupt segment")
 	// ErrNotFound is returned by Get for a sequence number not yet appended.
 	ErrNotFound = errors.New("redex: no such entry")

@@ -18,7 +18,9 @@ func crcOf(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
 
 // FuzzDecodeSegment feeds arbitrary bytes to the segment reader: it must
 // return an error for bad input, never panic, and whatever it accepts must
-// re-encode to exactly the valid prefix it reported.
+// re-encode to exactly the valid prefix it reported. After an error the
+// corruption check (intactFrameAfter) must not panic either, and any frame
+// it reports must decode.
 func FuzzDecodeSegment(f *testing.F) {
 	good := validSegmentImage()
 	f.Add(good)
@@ -29,6 +31,9 @@ func FuzzDecodeSegment(f *testing.F) {
 	flipped := bytes.Clone(good)
 	flipped[segHeaderSize+9] ^= 0x80 // length field
 	f.Add(flipped)
+	midFlip := bytes.Clone(good)
+	midFlip[segHeaderSize+frameHeaderSize+1] ^= 0x01 // first payload, intact frames follow
+	f.Add(midFlip)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base, frames, valid, err := decodeSegment(data, 1<<16, false)
 		if valid < 0 || valid > len(data) {
@@ -36,6 +41,22 @@ func FuzzDecodeSegment(f *testing.F) {
 		}
 		if err == nil && valid != len(data) {
 			t.Fatalf("no error but only %d of %d bytes valid", valid, len(data))
+		}
+		if err != nil {
+			// Recovery's corruption check: whatever it reports as an
+			// intact frame after the damage must decode as one.
+			from, want := valid, base+uint64(len(frames))
+			if valid == 0 {
+				from, want = segHeaderSize, 0
+			}
+			if at, seq, ok := intactFrameAfter(data, from, want, 1<<16, false); ok {
+				if at < from || seq < want {
+					t.Fatalf("intact frame at %d (seq %d) before the damage at %d (seq %d)", at, seq, from, want)
+				}
+				if _, _, ferr := decodeFrame(data[at:], seq, 1<<16, false); ferr != nil {
+					t.Fatalf("reported intact frame at %d does not decode: %v", at, ferr)
+				}
+			}
 		}
 		if valid == 0 {
 			if len(frames) != 0 {

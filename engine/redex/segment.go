@@ -113,3 +113,33 @@ func decodeFrame(b []byte, wantSeq uint64, maxPayload int, heapOnly bool) (decod
 	}
 	return f, frameHeaderSize + int(n), nil
 }
+
+// intactFrameAfter looks for an intact frame at or after offset off of a
+// segment image whose frames up to off were valid and whose next seq
+// would have been wantSeq: a frame whose header and payload checksums hold
+// and whose seq could follow the damage (at least wantSeq, and no further
+// on than the bytes left could hold). It returns that frame's offset and
+// seq.
+//
+// Recovery uses it to tell a torn write from corruption, as pebble's
+// record reader does: a torn write leaves a bad suffix with nothing intact
+// after it; bad bytes followed by an intact frame mean the segment was
+// damaged after it was written, and cutting there would drop entries that
+// may have been fsynced. Candidate offsets are filtered on the seq field
+// before any checksum is computed, so scanning a long torn payload is cheap.
+func intactFrameAfter(b []byte, off int, wantSeq uint64, maxPayload int, heapOnly bool) (at int, seq uint64, ok bool) {
+	if off < 0 || off >= len(b) {
+		return 0, 0, false
+	}
+	span := uint64(len(b)-off) / frameHeaderSize
+	for o := off; o+frameHeaderSize <= len(b); o++ {
+		s := binary.LittleEndian.Uint64(b[o+16 : o+24])
+		if s < wantSeq || s-wantSeq > span {
+			continue
+		}
+		if _, _, err := decodeFrame(b[o:], s, maxPayload, heapOnly); err == nil {
+			return o, s, true
+		}
+	}
+	return 0, 0, false
+}
