@@ -1,47 +1,72 @@
 package redex
 
-import (
-	"sync/atomic"
-	"time"
-)
+import "time"
 
 // ClockResolution is the resolution of the default append timestamp.
 const ClockResolution = time.Millisecond
 
 // coarseClock is the default append clock. Reading the wall clock costs
-// about as much as a whole append on some virtual machines, so the value
-// is cached for up to ClockResolution: the first append after the cache
-// expires reads the clock and arms a timer that expires it again. The
-// cached value is rounded up by ClockResolution, so a stamp is normally not
-// earlier than the true append time and age retention never drops an entry
-// before MaxAge has passed. No goroutine runs while the log is idle.
+// about as much as a whole append on some virtual machines, so one stamp
+// serves every append for up to ClockResolution. Whether it is still fresh
+// is decided on each append by reading the monotonic clock (half the cost
+// of time.Now), not by a timer: a timer goroutine that is delayed under
+// load would leave the stamp stale, and entries stamped early, for as long
+// as it is delayed.
+//
+// The stamp is the wall time of its read plus ClockResolution and is
+// handed out only while less than ClockResolution of monotonic time has
+// passed since that read, so every stamp lies in [t, t+ClockResolution]
+// for the wall time t of its append (as long as the wall clock is not
+// stepped), and age retention never drops an entry before MaxAge has
+// passed. No goroutine or timer is involved.
+//
+// now is called with the log's state lock held, so it needs no
+// synchronisation of its own.
 type coarseClock struct {
-	cached atomic.Int64 // 0: expired
-	timer  *time.Timer
+	origin time.Time   // monotonic origin of the system clock
+	src    clockSource // nil: the system clock; tests substitute a fake
+	stamp  int64       // Unix ns of the last wall read + ClockResolution
+	until  int64       // monotonic ns from which stamp is no longer valid
 }
 
-func newCoarseClock() *coarseClock {
-	c := &coarseClock{}
-	c.timer = time.AfterFunc(time.Hour, func() { c.cached.Store(0) })
-	c.timer.Stop()
-	return c
+// clockSource reads the clocks a coarseClock uses.
+type clockSource interface {
+	// mono returns monotonic nanoseconds since an arbitrary origin.
+	mono() int64
+	// wall returns Unix nanoseconds and the monotonic reading taken
+	// together with it.
+	wall() (unixNano, mono int64)
 }
 
-// now is called with the log's state lock held, so it has one caller at a
-// time; only the timer callback races with it, and that callback only ever
-// expires a value that it has already seen stored.
+func newCoarseClock(src clockSource) *coarseClock {
+	return &coarseClock{origin: time.Now(), src: src}
+}
+
+// now returns the stamp for an append made now. The fast path is small
+// enough to inline into the append.
 func (c *coarseClock) now() int64 {
-	if v := c.cached.Load(); v != 0 {
-		return v
+	if c.monoNow() < c.until {
+		return c.stamp
 	}
-	v := time.Now().UnixNano() + int64(ClockResolution)
-	c.cached.Store(v)
-	c.timer.Reset(ClockResolution)
-	return v
+	return c.refresh()
 }
 
-func (c *coarseClock) stopIfSet() {
-	if c != nil {
-		c.timer.Stop()
+func (c *coarseClock) refresh() int64 {
+	var wall, mono int64
+	if c.src != nil {
+		wall, mono = c.src.wall()
+	} else {
+		t := time.Now()
+		wall, mono = t.UnixNano(), int64(t.Sub(c.origin))
 	}
+	c.stamp = wall + int64(ClockResolution)
+	c.until = mono + int64(ClockResolution)
+	return c.stamp
+}
+
+func (c *coarseClock) monoNow() int64 {
+	if c.src != nil {
+		return c.src.mono()
+	}
+	return int64(time.Since(c.origin))
 }

@@ -23,11 +23,13 @@ type segFile interface {
 	Close() error
 }
 
-// testHooks injects faults and a ticker for the interval fsync worker.
+// testHooks injects faults, a ticker for the interval fsync worker and the
+// clocks read by the default append clock.
 type testHooks struct {
 	wrap   func(f segFile) segFile
 	tick   <-chan time.Time
 	ticked func() // called after each tick is handled
+	clock  clockSource
 }
 
 const (

@@ -73,8 +73,10 @@
 // retention survives a restart too.
 //
 // The default append clock is the wall clock at ClockResolution (1 ms),
-// rounded up; see coarseClock. Tests and callers that need exact stamps set
-// Options.Clock.
+// rounded up: one wall reading serves appends for up to 1 ms, checked
+// against the monotonic clock on every append (no timer), so a stamp is
+// never earlier than its append however loaded the machine is; see
+// coarseClock. Tests and callers that need exact stamps set Options.Clock.
 //
 // Payload slices handed out by Read and Tail alias the log's heap. The heap
 // is append-only (chunks are dropped by retention, never rewritten), so the

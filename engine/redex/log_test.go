@@ -324,25 +324,6 @@ func TestConcurrentAppendersGetDenseDistinctSeqs(t *testing.T) {
 	}
 }
 
-// The default clock caches the wall clock for up to ClockResolution and
-// rounds up, so a stamp is not earlier than the append and still advances.
-func TestDefaultClockStampsAreNotEarlierThanAppendAndAdvance(t *testing.T) {
-	l := openMem(t, Options{})
-	before := time.Now().UnixNano()
-	mustAppend(t, l, "a")
-	after := time.Now().UnixNano()
-	e, _ := l.Get(0)
-	if e.Time < before || e.Time > after+int64(2*ClockResolution) {
-		t.Fatalf("stamp %d outside [%d, %d+2ms]", e.Time, before, after)
-	}
-	time.Sleep(5 * ClockResolution)
-	mustAppend(t, l, "b")
-	e2, _ := l.Get(1)
-	if e2.Time <= e.Time {
-		t.Fatalf("stamp did not advance after %v idle: %d then %d", 5*ClockResolution, e.Time, e2.Time)
-	}
-}
-
 func TestTimestampsAreMonotonicInSeq(t *testing.T) {
 	clk := &fakeClock{now: 100}
 	l := openMem(t, Options{Clock: clk.Now})
