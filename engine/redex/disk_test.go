@@ -21,6 +21,10 @@ type faultControl struct {
 	syncs    int
 	tick     chan time.Time
 	ticked   chan struct{}
+	// With blockWrite set, a write reports itself on writeEntered and
+	// waits for blockWrite before it goes on.
+	blockWrite   chan struct{}
+	writeEntered chan struct{}
 }
 
 // tickAndWait fires the interval worker once and waits until it is done.
@@ -49,6 +53,13 @@ type faultFile struct {
 }
 
 func (f *faultFile) Write(p []byte) (int, error) {
+	f.c.mu.Lock()
+	block, entered := f.c.blockWrite, f.c.writeEntered
+	f.c.mu.Unlock()
+	if block != nil {
+		entered <- struct{}{}
+		<-block
+	}
 	f.c.mu.Lock()
 	err, partial := f.c.writeErr, f.c.partial
 	f.c.mu.Unlock()

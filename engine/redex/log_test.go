@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,6 +249,53 @@ func TestNextSeqNeverObservesRolledBackSeq(t *testing.T) {
 	if seq := mustAppend(t, l, "ok"); seq != 0 {
 		t.Fatalf("first successful append got seq %d, want 0 (the failed ones were rolled back)", seq)
 	}
+
+	// The loop above would pass as well if NextSeq read the lock-free
+	// mirror, because no append advances the mirror before its write has
+	// succeeded. What keeps a half-done append invisible is the state
+	// lock, so pin that: while an append is inside its disk write (holding
+	// the lock), NextSeq must wait for it, and once the append has failed
+	// and rolled back it must report the seq from before.
+	ctl.mu.Lock()
+	ctl.blockWrite, ctl.writeEntered = make(chan struct{}), make(chan struct{})
+	ctl.writeErr = errors.New("injected EIO")
+	ctl.mu.Unlock()
+	appendDone := make(chan error, 1)
+	go func() { _, err := l.Append([]byte("in flight")); appendDone <- err }()
+	<-ctl.writeEntered
+	got := make(chan uint64, 1)
+	go func() { got <- l.NextSeq() }()
+	for !parkedOnMutex("(*Log).NextSeq") {
+		select {
+		case n := <-got:
+			close(ctl.blockWrite)
+			<-appendDone
+			t.Fatalf("NextSeq returned %d while an append held the state lock: it does not read under the lock", n)
+		default:
+			runtime.Gosched()
+		}
+	}
+	close(ctl.blockWrite)
+	if err := <-appendDone; err == nil {
+		t.Fatal("blocked append succeeded despite the injected write error")
+	}
+	if n := <-got; n != 1 {
+		t.Fatalf("NextSeq after the in-flight append failed = %d, want 1", n)
+	}
+}
+
+// parkedOnMutex reports whether some goroutine running fn is blocked
+// acquiring a sync.Mutex.
+func parkedOnMutex(fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[sync.Mutex.Lock") && strings.Contains(g, fn) {
+			return true
+		}
+	}
+	return false
 }
 
 // Release note: "RedexFile::Debug deadlock footgun" and test hygiene item
