@@ -32,10 +32,13 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC manifests into config/ and the Helm chart.
 	$(CONTROLLER_GEN) crd rbac:roleName=mesh-operator-manager \
 	  paths=./api/... paths=./controllers/... \
 	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/mesh-operator/files/crds
+	cp config/crd/bases/*.yaml charts/mesh-operator/files/crds/
+	cp config/rbac/role.yaml charts/mesh-operator/files/role.yaml
 
 .PHONY: fmt
 fmt: ## Format the Go code.

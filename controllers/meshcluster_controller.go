@@ -12,10 +12,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/controllers/resources"
@@ -29,6 +32,10 @@ type MeshClusterReconciler struct {
 	client.Client
 	Scheme   *runtime.Scheme
 	Recorder events.EventRecorder
+	// Leases pushes recorded topologies to the nodes and renews their
+	// leases. Nil: topologies are recorded but not pushed (tests of the
+	// Kubernetes side alone).
+	Leases *LeaseKeeper
 }
 
 // +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters,verbs=get;list;watch;update;patch
@@ -50,6 +57,9 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if mc.DeletionTimestamp != nil {
+		if r.Leases != nil {
+			r.Leases.Forget(req.NamespacedName)
+		}
 		// Children carry owner references; the garbage collector removes
 		// them. TODO(issue 8): finalizer that waits for pods and applies
 		// pvcRetention.
@@ -61,13 +71,20 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if mc.IsPaused() {
 		logger.V(1).Info("paused: observing only")
 		obs.StatefulSet, err = r.observeStatefulSet(ctx, mc)
+		if err == nil {
+			err = r.observeTopology(ctx, mc, &obs)
+		}
 	} else {
 		err = r.reconcileChildren(ctx, mc, &obs)
 	}
 	obs.ReconcileError = err
 
 	if statusErr := r.updateStatus(ctx, mc, obs); statusErr != nil {
-		err = errors.Join(err, statusErr)
+		return ctrl.Result{}, errors.Join(err, statusErr)
+	}
+	// Only a recorded topology is pushed (see reconcileTopology).
+	if r.Leases != nil && obs.Topology != nil && obs.OperatorKey != nil {
+		r.Leases.Set(req.NamespacedName, obs.Topology, obs.OperatorKey)
 	}
 	return ctrl.Result{}, err
 }
@@ -75,7 +92,12 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // reconcileChildren creates or updates every child, in dependency order:
 // the configuration before the pods that read it.
 func (r *MeshClusterReconciler) reconcileChildren(ctx context.Context, mc *meshv1.MeshCluster, obs *status.Observation) error {
-	cm, err := r.reconcileConfigMap(ctx, mc)
+	operatorKey, err := r.reconcileCredentials(ctx, mc)
+	if err != nil {
+		return err
+	}
+	obs.OperatorKey = operatorKey
+	cm, err := r.reconcileConfigMap(ctx, mc, operatorKey)
 	if err != nil {
 		return err
 	}
@@ -87,7 +109,10 @@ func (r *MeshClusterReconciler) reconcileChildren(ctx context.Context, mc *meshv
 		return err
 	}
 	obs.StatefulSet = sts
-	return r.reconcilePodDisruptionBudget(ctx, mc)
+	if err := r.reconcilePodDisruptionBudget(ctx, mc); err != nil {
+		return err
+	}
+	return r.reconcileTopology(ctx, mc, obs, true)
 }
 
 func (r *MeshClusterReconciler) observeStatefulSet(ctx context.Context, mc *meshv1.MeshCluster) (*appsv1.StatefulSet, error) {
@@ -129,6 +154,16 @@ func (r *MeshClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&corev1.Secret{}).
+		// Pods belong to the StatefulSet, not the cluster: map them back by
+		// their instance label so readiness and addresses reach status.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			name := o.GetLabels()[resources.LabelInstance]
+			if name == "" || o.GetLabels()[resources.LabelName] != "mesh-node" {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		})).
 		Named("meshcluster").
 		Complete(r)
 }

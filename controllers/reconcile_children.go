@@ -16,6 +16,7 @@ import (
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/controllers/resources"
 	"github.com/purplerain/mesh-operator/controllers/status"
+	"github.com/purplerain/mesh-operator/engine/identity"
 )
 
 // apply creates obj or updates it through mutate, sets the owner reference,
@@ -59,10 +60,14 @@ func (r *MeshClusterReconciler) kindOf(obj client.Object) string {
 	return gvk.Kind
 }
 
-func (r *MeshClusterReconciler) reconcileConfigMap(ctx context.Context, mc *meshv1.MeshCluster) (*corev1.ConfigMap, error) {
+func (r *MeshClusterReconciler) reconcileConfigMap(ctx context.Context, mc *meshv1.MeshCluster, operatorKey *identity.KeyPair) (*corev1.ConfigMap, error) {
+	pub, err := operatorKey.MarshalPublicKeyPEM()
+	if err != nil {
+		return nil, err
+	}
 	cm := &corev1.ConfigMap{}
 	cm.Name, cm.Namespace = resources.ConfigMapName(mc), mc.Namespace
-	err := r.apply(ctx, mc, cm, func() error { return resources.UpdateConfigMap(mc, cm) })
+	err = r.apply(ctx, mc, cm, func() error { return resources.UpdateConfigMap(mc, cm, pub) })
 	return cm, err
 }
 

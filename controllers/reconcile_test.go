@@ -25,6 +25,7 @@ import (
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/controllers"
 	"github.com/purplerain/mesh-operator/controllers/resources"
+	"github.com/purplerain/mesh-operator/engine/identity"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 )
 
@@ -101,9 +102,17 @@ var _ = Describe("MeshCluster reconcile", func() {
 	ctx := context.Background()
 
 	Describe("children", func() {
-		var mc *meshv1.MeshCluster
+		var (
+			mc    *meshv1.MeshCluster
+			alpha string
+			n     int
+		)
 		BeforeEach(func() {
-			mc = newCluster("alpha")
+			// A fresh name per spec: the garbage collector may still be
+			// deleting the previous spec's children.
+			n++
+			alpha = fmt.Sprintf("alpha-%d", n)
+			mc = newCluster(alpha)
 			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
 			mc.Spec.Storage.Mode = meshv1.StorageDisk
 			size := resource.MustParse("2Gi")
@@ -116,11 +125,11 @@ var _ = Describe("MeshCluster reconcile", func() {
 
 		It("creates the StatefulSet, Services, ConfigMap and PDB, owned by the cluster", func() {
 			sts := &appsv1.StatefulSet{}
-			Eventually(func(g Gomega) { sts = getSTS("alpha")(g) }, timeout, interval).Should(Succeed())
+			Eventually(func(g Gomega) { sts = getSTS(alpha)(g) }, timeout, interval).Should(Succeed())
 			expectOwnedBy(sts, mc)
 			Expect(*sts.Spec.Replicas).To(Equal(int32(4)), "3 actives + 1 standby")
-			Expect(sts.Spec.ServiceName).To(Equal("alpha-nodes"))
-			Expect(sts.Spec.Selector.MatchLabels).To(Equal(map[string]string{"app.kubernetes.io/name": "mesh-node", "app.kubernetes.io/instance": "alpha"}))
+			Expect(sts.Spec.ServiceName).To(Equal(alpha + "-nodes"))
+			Expect(sts.Spec.Selector.MatchLabels).To(Equal(map[string]string{"app.kubernetes.io/name": "mesh-node", "app.kubernetes.io/instance": alpha}))
 			c := sts.Spec.Template.Spec.Containers[0]
 			Expect(c.Image).To(Equal(meshv1.DefaultImage))
 			Expect(c.Command).To(Equal([]string{"mesh-node"}))
@@ -140,66 +149,76 @@ var _ = Describe("MeshCluster reconcile", func() {
 			Expect(sts.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("Secret.SecretName", "redis-creds")))
 
 			headless := &corev1.Service{}
-			Expect(k8sClient.Get(ctx, key("alpha-nodes"), headless)).To(Succeed())
+			Expect(k8sClient.Get(ctx, key(alpha+"-nodes"), headless)).To(Succeed())
 			expectOwnedBy(headless, mc)
 			Expect(headless.Spec.ClusterIP).To(Equal(corev1.ClusterIPNone))
 			Expect(headless.Spec.PublishNotReadyAddresses).To(BeTrue())
 
 			clientSvc := &corev1.Service{}
-			Expect(k8sClient.Get(ctx, key("alpha"), clientSvc)).To(Succeed())
+			Expect(k8sClient.Get(ctx, key(alpha), clientSvc)).To(Succeed())
 			expectOwnedBy(clientSvc, mc)
 			Expect(clientSvc.Spec.ClusterIP).NotTo(Equal(corev1.ClusterIPNone))
 			Expect(clientSvc.Spec.Ports).To(ContainElement(HaveField("Port", int32(nodeconfig.DataPort))))
 
 			cm := &corev1.ConfigMap{}
-			Expect(k8sClient.Get(ctx, key("alpha-config"), cm)).To(Succeed())
+			Expect(k8sClient.Get(ctx, key(alpha+"-config"), cm)).To(Succeed())
 			expectOwnedBy(cm, mc)
 			cfg, err := nodeconfig.Parse([]byte(cm.Data[nodeconfig.FileName]))
 			Expect(err).NotTo(HaveOccurred())
-			Expect(cfg.Cluster).To(Equal("alpha"))
+			Expect(cfg.Cluster).To(Equal(alpha))
 			Expect(cfg.Shards).To(Equal(8))
 			Expect(cfg.AckPolicy).To(Equal("Standby"))
 			Expect(cfg.Storage.Mode).To(Equal("Disk"))
 			Expect(cfg.Adapter.Type).To(Equal("Redis"))
-			Expect(cfg.Adapter.Prefix).To(Equal("alpha"))
+			Expect(cfg.Adapter.Prefix).To(Equal(alpha))
 			Expect(cfg.Daemons).To(HaveLen(1))
 			Expect(cfg.Daemons[0].Shards).To(Equal([]int{0, 1}))
 
 			pdb := &policyv1.PodDisruptionBudget{}
-			Expect(k8sClient.Get(ctx, key("alpha"), pdb)).To(Succeed())
+			Expect(k8sClient.Get(ctx, key(alpha), pdb)).To(Succeed())
 			expectOwnedBy(pdb, mc)
 			Expect(pdb.Spec.MaxUnavailable.IntValue()).To(Equal(1))
 
 			By("recording Events for what it created")
 			Eventually(func(g Gomega) {
 				var reasons []string
-				for _, e := range eventsFor(g, "alpha") {
+				for _, e := range eventsFor(g, alpha) {
 					reasons = append(reasons, e.Reason+" "+e.Note)
 				}
-				g.Expect(reasons).To(ContainElement("Created created StatefulSet alpha"))
-				g.Expect(reasons).To(ContainElement("Created created ConfigMap alpha-config"))
+				g.Expect(reasons).To(ContainElement("Created created StatefulSet " + alpha))
+				g.Expect(reasons).To(ContainElement("Created created ConfigMap " + alpha + "-config"))
 			}, timeout, interval).Should(Succeed())
 		})
 
-		It("reports readiness and conditions in status", func() {
+		It("records no topology while no pod has an address", func() {
 			Eventually(func(g Gomega) {
-				got := getCluster(g, "alpha")
+				got := getCluster(g, alpha)
 				g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
-				g.Expect(meta.IsStatusConditionFalse(got.Status.Conditions, meshv1.ConditionAvailable)).To(BeTrue())
-				g.Expect(got.Status.Selector).To(Equal("app.kubernetes.io/instance=alpha,app.kubernetes.io/name=mesh-node"))
+				c := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionAvailable)
+				g.Expect(c).NotTo(BeNil())
+				g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+				g.Expect(c.Reason).To(Equal("NotPlaced"))
+				g.Expect(got.Status.Epoch).To(BeZero())
+				g.Expect(got.Status.Selector).To(Equal("app.kubernetes.io/instance=" + alpha + ",app.kubernetes.io/name=mesh-node"))
 			}, timeout, interval).Should(Succeed())
+		})
 
-			markPodsReady("alpha", 4)
+		It("creates the credential Secrets once and mounts the cluster key", func() {
+			for _, name := range []string{alpha + "-operator-key", alpha + "-cluster-key"} {
+				secret := &corev1.Secret{}
+				Eventually(func() error { return k8sClient.Get(ctx, key(name), secret) }, timeout, interval).Should(Succeed())
+				expectOwnedBy(secret, mc)
+				_, err := identity.KeyPairFromSecretData(secret.Data)
+				Expect(err).NotTo(HaveOccurred(), name)
+			}
 			Eventually(func(g Gomega) {
-				got := getCluster(g, "alpha")
-				g.Expect(got.Status.ReadyNodes).To(Equal(int32(4)))
-				g.Expect(got.Status.Nodes).To(Equal(int32(3)))
-				g.Expect(got.Status.ShardCount).To(Equal(int32(8)))
-				g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, meshv1.ConditionAvailable)).To(BeTrue())
-				g.Expect(meta.IsStatusConditionFalse(got.Status.Conditions, meshv1.ConditionProgressing)).To(BeTrue())
-				g.Expect(meta.IsStatusConditionFalse(got.Status.Conditions, meshv1.ConditionDegraded)).To(BeTrue())
-				g.Expect(got.Status.Phase).To(Equal(meshv1.PhaseRunning))
+				g.Expect(getSTS(alpha)(g).Spec.Template.Spec.Volumes).To(ContainElement(HaveField("Secret.SecretName", alpha+"-cluster-key")))
 			}, timeout, interval).Should(Succeed())
+			cm := &corev1.ConfigMap{}
+			Expect(k8sClient.Get(ctx, key(alpha+"-config"), cm)).To(Succeed())
+			opSecret := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, key(alpha+"-operator-key"), opSecret)).To(Succeed())
+			Expect(cm.Data[resources.OperatorPublicKeyFile]).To(Equal(string(opSecret.Data[identity.SecretPublicKey])))
 		})
 	})
 

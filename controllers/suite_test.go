@@ -82,10 +82,13 @@ func startManager() {
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	leases := controllers.NewLeaseKeeper(ctrl.Log.WithName("leases"))
+	Expect(mgr.Add(leases)).To(Succeed())
 	Expect((&controllers.MeshClusterReconciler{
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("mesh-operator"),
+		Leases:   leases,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context

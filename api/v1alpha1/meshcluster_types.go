@@ -544,7 +544,8 @@ const (
 type MemberStatus struct {
 	// Name is the pod name.
 	Name string `json:"name"`
-	// Address is the node's admin address.
+	// Address is the node's pod IP; its admin, data and wire ports are
+	// fixed (9440, 9441, 9442).
 	// +optional
 	Address string `json:"address,omitempty"`
 	// Role is active or standby.
@@ -576,6 +577,10 @@ type ShardStatus struct {
 	// Draining marks an added shard being drained by autoscaling.
 	// +optional
 	Draining bool `json:"draining,omitempty"`
+	// Fenced marks a shard whose owner refuses writes while a handoff
+	// lets the new owner catch up.
+	// +optional
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 // MigrationStatus is one shard move in flight.

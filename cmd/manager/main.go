@@ -72,10 +72,15 @@ func run(metricsAddr, probeAddr string, leaderElect bool, leaderElectNS, namespa
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	leases := controllers.NewLeaseKeeper(ctrl.Log.WithName("leases"))
+	if err := mgr.Add(leases); err != nil {
+		return fmt.Errorf("add lease keeper: %w", err)
+	}
 	if err := (&controllers.MeshClusterReconciler{
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("mesh-operator"),
+		Leases:   leases,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MeshCluster controller: %w", err)
 	}

@@ -1,19 +1,14 @@
-// Command mesh-node is the process each MeshCluster pod runs.
-//
-// TODO(issue 7): this is the placeholder of the foundation issue: it loads
-// and validates the configuration, serves /healthz and /readyz on the admin
-// port and stops cleanly on SIGTERM. The engine, admin and data APIs come
-// with the node issue.
+// Command mesh-node is the process each MeshCluster pod runs: the mesh
+// node runtime (package node/runtime) configured from the file the
+// operator mounts and the pod's own name and address.
 package main
 
 import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -21,60 +16,43 @@ import (
 	"time"
 
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/runtime"
 )
 
 func main() {
-	var (
-		configPath string
-		adminAddr  string
-	)
+	host := os.Getenv("POD_IP")
+	addr := func(port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+	var o runtime.Options
+	var configPath string
 	flag.StringVar(&configPath, "config", "", "path of the node configuration file (required)")
-	flag.StringVar(&adminAddr, "admin-addr", net.JoinHostPort(os.Getenv("POD_IP"), strconv.Itoa(nodeconfig.AdminPort)), "address of the admin API")
+	flag.StringVar(&o.Name, "name", os.Getenv("POD_NAME"), "the node's member name (default $POD_NAME)")
+	flag.StringVar(&o.AdminAddr, "admin-addr", addr(nodeconfig.AdminPort), "address of the admin API")
+	flag.StringVar(&o.DataAddr, "data-addr", addr(nodeconfig.DataPort), "address of the data API")
+	flag.StringVar(&o.WireAddr, "wire-addr", addr(nodeconfig.WirePort), "address of the replication port")
+	flag.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "how long the shutdown drain may take")
 	flag.Parse()
 
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(configPath, adminAddr, logger); err != nil {
+	o.Logger = logger
+	if err := run(configPath, o); err != nil {
 		logger.Error("mesh-node stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(configPath, adminAddr string, logger *slog.Logger) error {
+func run(configPath string, o runtime.Options) error {
 	if configPath == "" {
 		return errors.New("--config is required")
+	}
+	if o.Name == "" {
+		return errors.New("--name (or $POD_NAME) is required")
 	}
 	cfg, err := nodeconfig.Load(configPath)
 	if err != nil {
 		return err
 	}
+	o.Config = cfg
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-
-	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
-	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok)
-	srv := &http.Server{Addr: adminAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-
-	ln, err := net.Listen("tcp", adminAddr)
-	if err != nil {
-		return fmt.Errorf("listen on admin address: %w", err)
-	}
-	logger.Info("mesh-node started", "cluster", cfg.Cluster, "admin", ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("admin server: %w", err)
-	case <-ctx.Done():
-	}
-	logger.Info("mesh-node stopping on signal")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("stop admin server: %w", err)
-	}
-	logger.Info("mesh-node stopped cleanly")
-	return nil
+	return runtime.Run(ctx, o)
 }

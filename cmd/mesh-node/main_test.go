@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/node/runtime"
 )
 
 // TestStartsServesProbesAndStopsOnSIGTERM runs the built binary as a real
@@ -20,14 +24,11 @@ func TestStartsServesProbesAndStopsOnSIGTERM(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cfg := filepath.Join(dir, "node.json")
-	if err := os.WriteFile(cfg, []byte(`{"cluster":"demo","shards":4,"ackPolicy":"Leader","lease":"2s","storage":{"mode":"Memory","fsync":"Never"}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, dir, 4)
 	addr := freeAddr(t)
 
 	var logs strings.Builder
-	cmd := exec.Command(bin, "--config="+cfg, "--admin-addr="+addr)
+	cmd := exec.Command(bin, "--config="+cfg, "--name=demo-0", "--admin-addr="+addr, "--data-addr="+freeAddr(t), "--wire-addr="+freeAddr(t))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -39,10 +40,12 @@ func TestStartsServesProbesAndStopsOnSIGTERM(t *testing.T) {
 		<-done
 	})
 
-	for _, path := range []string{"/healthz", "/readyz"} {
-		if err := waitOK("http://" + addr + path); err != nil {
-			t.Fatalf("%s: %v\nlogs:\n%s", path, err, logs.String())
-		}
+	if err := waitOK("http://" + addr + "/healthz"); err != nil {
+		t.Fatalf("/healthz: %v\nlogs:\n%s", err, logs.String())
+	}
+	// Not ready until the operator pushed a topology.
+	if resp, err := http.Get("http://" + addr + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz without topology: %v %v", resp, err)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -63,14 +66,38 @@ func TestStartsServesProbesAndStopsOnSIGTERM(t *testing.T) {
 
 func TestRejectsInvalidConfigNamingTheField(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "node.json")
-	if err := os.WriteFile(cfg, []byte(`{"cluster":"demo","shards":0,"ackPolicy":"Leader","lease":"2s","storage":{"mode":"Memory","fsync":"Never"}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	err := run(cfg, "127.0.0.1:0", nil)
+	cfg := writeConfig(t, dir, 0)
+	err := run(cfg, runtime.Options{Name: "demo-0"})
 	if err == nil || !strings.Contains(err.Error(), "shards: must be between 1 and 65535") {
 		t.Fatalf("want an error naming shards, got %v", err)
 	}
+}
+
+// writeConfig writes a node configuration with freshly generated keys.
+func writeConfig(t *testing.T, dir string, shards int) string {
+	t.Helper()
+	op, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := op.MarshalPublicKeyPEM()
+	priv, _ := cluster.MarshalPrivateKeyPEM()
+	for name, data := range map[string][]byte{"operator.pub": pub, "cluster.key": priv} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(dir, "node.json")
+	doc := fmt.Sprintf(`{"cluster":"demo","shards":%d,"ackPolicy":"Leader","lease":"2s","storage":{"mode":"Memory","fsync":"Never"},
+		"credentials":{"operatorPublicKey":%q,"clusterKey":%q}}`, shards, filepath.Join(dir, "operator.pub"), filepath.Join(dir, "cluster.key"))
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func freeAddr(t *testing.T) string {

@@ -3,11 +3,13 @@ package resources
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/engine/identity"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 )
 
@@ -33,6 +35,10 @@ func NodeConfig(mc *meshv1.MeshCluster) *nodeconfig.Config {
 	}
 	if s.Storage.Mode == meshv1.StorageDisk {
 		c.Storage.Dir = DataDir
+	}
+	c.Credentials = nodeconfig.Credentials{
+		OperatorPublicKey: path.Join(ConfigDir, OperatorPublicKeyFile),
+		ClusterKey:        path.Join(ClusterKeyDir, identity.SecretPrivateKey),
 	}
 	if n := s.Storage.Fsync.EveryN; n != nil {
 		c.Storage.FsyncEveryN = int(*n)
@@ -71,10 +77,11 @@ func NodeConfig(mc *meshv1.MeshCluster) *nodeconfig.Config {
 	return c
 }
 
-// ConfigMap holds the node configuration file.
-func ConfigMap(mc *meshv1.MeshCluster) (*corev1.ConfigMap, error) {
+// ConfigMap holds the node configuration file and the operator's public
+// key (PEM), which nodes verify admin tokens with.
+func ConfigMap(mc *meshv1.MeshCluster, operatorPublicKey []byte) (*corev1.ConfigMap, error) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ConfigMapName(mc), Namespace: mc.Namespace}}
-	if err := UpdateConfigMap(mc, cm); err != nil {
+	if err := UpdateConfigMap(mc, cm, operatorPublicKey); err != nil {
 		return nil, err
 	}
 	return cm, nil
@@ -83,7 +90,7 @@ func ConfigMap(mc *meshv1.MeshCluster) (*corev1.ConfigMap, error) {
 // UpdateConfigMap renders the node configuration into cm. A spec the API
 // server accepted but that renders an invalid node configuration is an
 // error, so a node never starts on a file it would reject.
-func UpdateConfigMap(mc *meshv1.MeshCluster, cm *corev1.ConfigMap) error {
+func UpdateConfigMap(mc *meshv1.MeshCluster, cm *corev1.ConfigMap, operatorPublicKey []byte) error {
 	c := NodeConfig(mc)
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("render node config: %w", err)
@@ -93,6 +100,9 @@ func UpdateConfigMap(mc *meshv1.MeshCluster, cm *corev1.ConfigMap) error {
 		return fmt.Errorf("encode node config: %w", err)
 	}
 	cm.Labels = mergeLabels(cm.Labels, Labels(mc))
-	cm.Data = map[string]string{nodeconfig.FileName: string(data) + "\n"}
+	cm.Data = map[string]string{
+		nodeconfig.FileName:   string(data) + "\n",
+		OperatorPublicKeyFile: string(operatorPublicKey),
+	}
 	return nil
 }

@@ -162,6 +162,7 @@ func nodeContainer(mc *meshv1.MeshCluster) corev1.Container {
 		Resources: *mc.Spec.Resources.DeepCopy(),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: configVolume, MountPath: ConfigDir, ReadOnly: true},
+			{Name: clusterKeyVolume, MountPath: ClusterKeyDir, ReadOnly: true},
 			{Name: dataVolume, MountPath: DataDir},
 		},
 		ReadinessProbe:           probe("/readyz", 2, 3),
@@ -187,6 +188,11 @@ func podVolumes(mc *meshv1.MeshCluster) []corev1.Volume {
 		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(mc)},
 			DefaultMode:          mode,
+		}},
+	}, {
+		Name: clusterKeyVolume,
+		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: ClusterKeySecretName(mc), DefaultMode: ptr.To[int32](0o440),
 		}},
 	}}
 	if mc.Spec.Storage.Mode != meshv1.StorageDisk {

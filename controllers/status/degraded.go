@@ -13,11 +13,22 @@ func Degraded(o Observation) metav1.Condition {
 	switch {
 	case o.ReconcileError != nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "ReconcileFailed", o.ReconcileError.Error()
-	case o.StatefulSet != nil && rolledOut(o.StatefulSet) && o.StatefulSet.Status.ReadyReplicas < o.Cluster.Spec.Nodes:
-		c.Status, c.Reason = metav1.ConditionTrue, "NodesNotReady"
-		c.Message = plural(o.StatefulSet.Status.ReadyReplicas, "node") + " ready of " + plural(o.Cluster.Spec.Nodes, "active node")
+	case o.Topology != nil && o.Cluster.Status.Phase == meshv1.PhaseRunning && notReadyOwners(o) > 0:
+		// It was running: an owner went away.
+		c.Status, c.Reason = metav1.ConditionTrue, "OwnerNotReady"
+		c.Message = plural(int32(notReadyOwners(o)), "shard") + " without a ready owner"
 	default:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Healthy", "no problem observed"
 	}
 	return c
+}
+
+func notReadyOwners(o Observation) int {
+	n := 0
+	for _, s := range o.Topology.Shards {
+		if !o.PodReady[s.Owner] {
+			n++
+		}
+	}
+	return n
 }

@@ -9,6 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/node/topology"
 )
 
 // Observation is what one reconcile saw and decided.
@@ -21,6 +23,14 @@ type Observation struct {
 	ScaleDownBlocked string
 	// ReconcileError is the last error of this reconcile, if any.
 	ReconcileError error
+	// OperatorKey signs admin calls to the cluster's nodes (nil before the
+	// credentials exist).
+	OperatorKey *identity.KeyPair
+	// Topology is the cluster's topology after this reconcile (nil until
+	// the first one could be placed), with the readiness of its members.
+	Topology *topology.Topology
+	// PodReady says which pods are ready, by name.
+	PodReady map[string]bool
 }
 
 // rolledOut says the StatefulSet controller has seen the latest

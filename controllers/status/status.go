@@ -2,11 +2,14 @@ package status
 
 import (
 	"fmt"
+	"net"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/node/topology"
 )
 
 // Compute returns the status the cluster should have after this reconcile,
@@ -16,20 +19,11 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 	s := *o.Cluster.Status.DeepCopy()
 	s.ObservedGeneration = o.Cluster.Generation
 	s.Selector = selector
-	s.ShardCount = o.Cluster.Spec.Shards.Count
 	s.ReadyNodes = 0
-	s.Nodes = 0
 	if o.StatefulSet != nil {
 		s.ReadyNodes = o.StatefulSet.Status.ReadyReplicas
-		// Until the operator keeps a topology, every pod beyond the standbys
-		// counts as an active node.
-		// TODO(issue 8): count the topology's active members instead.
-		replicas := int32(0)
-		if o.StatefulSet.Spec.Replicas != nil {
-			replicas = *o.StatefulSet.Spec.Replicas
-		}
-		s.Nodes = max(replicas-o.Cluster.Spec.Standby.Count(), 0)
 	}
+	recordTopology(&s, o)
 	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
@@ -61,4 +55,42 @@ func plural(n int32, noun string) string {
 		return fmt.Sprintf("1 %s", noun)
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// recordTopology copies the topology into status: the operator's record,
+// from which a restarted operator resumes.
+func recordTopology(s *meshv1.MeshClusterStatus, o Observation) {
+	t := o.Topology
+	if t == nil {
+		s.Nodes, s.ShardCount = 0, 0
+		return
+	}
+	s.Epoch = int64(t.Epoch)
+	s.ShardCount = int32(len(t.Shards))
+	s.Nodes = 0
+	owned := map[string]int32{}
+	for _, sh := range t.Shards {
+		owned[sh.Owner]++
+	}
+	members := make([]meshv1.MemberStatus, 0, len(t.Members))
+	for _, m := range t.Members {
+		host, _, _ := net.SplitHostPort(m.Admin)
+		ms := meshv1.MemberStatus{Name: m.Name, Address: host, Role: meshv1.Role(m.Role), Ready: o.PodReady[m.Name], Shards: owned[m.Name]}
+		// Keep what the operator learned of the member's lag.
+		for _, old := range s.Members {
+			if old.Name == m.Name {
+				ms.Lag, ms.Leaving = old.Lag, old.Leaving
+			}
+		}
+		if m.Role == topology.Active {
+			s.Nodes++
+		}
+		members = append(members, ms)
+	}
+	s.Members = members
+	shards := make([]meshv1.ShardStatus, 0, len(t.Shards))
+	for _, sh := range t.Shards {
+		shards = append(shards, meshv1.ShardStatus{ID: int32(sh.ID), Owner: sh.Owner, Followers: slices.Clone(sh.Followers), Fenced: sh.Fenced})
+	}
+	s.Shards = shards
 }

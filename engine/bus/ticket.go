@@ -129,3 +129,14 @@ func (b *Bus) WaitDispatched(ctx context.Context, t Ticket) error {
 		}
 	}
 }
+
+// ShardLoad is the number of events waiting in shard id's ring, for
+// callers that route keyless events themselves (a node skips shards that
+// are fenced for a handoff and picks the least loaded of the rest).
+func (b *Bus) ShardLoad(id uint16) (int, bool) {
+	s := b.mgr.Get(id)
+	if s == nil || s.State() != shard.Active {
+		return 0, false
+	}
+	return s.Load(), true
+}

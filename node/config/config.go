@@ -46,6 +46,17 @@ type Config struct {
 	Adapter *Adapter `json:"adapter,omitempty"`
 	// Daemons run on the shards they select.
 	Daemons []Daemon `json:"daemons,omitempty"`
+	// Credentials are the mounted key files.
+	Credentials Credentials `json:"credentials"`
+}
+
+// Credentials name the key files the operator mounts from its Secrets.
+type Credentials struct {
+	// OperatorPublicKey (PEM) verifies the operator's admin tokens.
+	OperatorPublicKey string `json:"operatorPublicKey"`
+	// ClusterKey (private key PEM, shared by the cluster's nodes) signs and
+	// verifies the tokens nodes present to each other for replication.
+	ClusterKey string `json:"clusterKey"`
 }
 
 // Retention bounds a shard's log.
@@ -171,6 +182,12 @@ func (c *Config) Validate() error {
 		if a.URL == "" {
 			bad("adapter.url", "must not be empty")
 		}
+	}
+	if c.Credentials.OperatorPublicKey == "" {
+		bad("credentials.operatorPublicKey", "is required: without it no admin call can be authenticated")
+	}
+	if c.Credentials.ClusterKey == "" {
+		bad("credentials.clusterKey", "is required: without it nodes cannot replicate")
 	}
 	seen := map[string]bool{}
 	for i, d := range c.Daemons {

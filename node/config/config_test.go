@@ -9,18 +9,20 @@ import (
 
 func validConfig() *Config {
 	return &Config{
-		Cluster:   "demo",
-		Shards:    8,
-		AckPolicy: "Leader",
-		Lease:     Duration{2 * time.Second},
-		Storage:   Storage{Mode: "Memory", Fsync: "Never"},
+		Cluster:     "demo",
+		Shards:      8,
+		AckPolicy:   "Leader",
+		Lease:       Duration{2 * time.Second},
+		Storage:     Storage{Mode: "Memory", Fsync: "Never"},
+		Credentials: Credentials{OperatorPublicKey: "/k/op.pub", ClusterKey: "/k/cluster.key"},
 	}
 }
 
 func TestValidConfigParsesBack(t *testing.T) {
 	data := []byte(`{"cluster":"demo","shards":8,"ackPolicy":"Standby","lease":"2s",
 		"retention":{"maxAge":"24h"},"storage":{"mode":"Disk","dir":"/d","fsync":"EveryN","fsyncEveryN":10},
-		"daemons":[{"name":"c","kind":"counter","shards":[0,7]}]}`)
+		"daemons":[{"name":"c","kind":"counter","shards":[0,7]}],
+		"credentials":{"operatorPublicKey":"/k/op.pub","clusterKey":"/k/cluster.key"}}`)
 	c, err := Parse(data)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
@@ -46,6 +48,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		"adapter no url":   {func(c *Config) { c.Adapter = &Adapter{Type: "Redis"} }, "adapter.url"},
 		"daemon off shard": {func(c *Config) { c.Daemons = []Daemon{{Name: "d", Kind: "counter", Shards: []int{8}}} }, "daemons[0].shards[0]"},
 		"duplicate daemon": {func(c *Config) { c.Daemons = []Daemon{{Name: "d", Kind: "counter"}, {Name: "d", Kind: "sum"}} }, "daemons[1].name"},
+		"no operator key":  {func(c *Config) { c.Credentials.OperatorPublicKey = "" }, "credentials.operatorPublicKey"},
+		"no cluster key":   {func(c *Config) { c.Credentials.ClusterKey = "" }, "credentials.clusterKey"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

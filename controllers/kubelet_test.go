@@ -1,0 +1,223 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/purplerain/mesh-operator/controllers/resources"
+	"github.com/purplerain/mesh-operator/engine/identity"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/runtime"
+)
+
+// testKubelet plays the StatefulSet controller and the kubelet for one
+// cluster: it creates the pods the StatefulSet asks for, runs a real
+// in-process mesh node for each (node/runtime, the code cmd/mesh-node
+// runs) on its own loopback address 127.0.1.x, and reports readiness from
+// the node's /readyz into the pod's status and the StatefulSet's status.
+type testKubelet struct {
+	cluster string
+	dir     string
+
+	mu   sync.Mutex
+	pods map[string]*runningPod
+	stop chan struct{}
+	done chan struct{}
+}
+
+type runningPod struct {
+	ip     string
+	cancel context.CancelFunc
+	exited chan error
+}
+
+// nextIP hands out loopback addresses; 127.0.1.0/24 is left to this
+// suite (the local cluster of the end-to-end tests uses 127.0.0.x).
+var ipCounter atomic.Int32
+
+func nextIP() string { return fmt.Sprintf("127.0.1.%d", 10+ipCounter.Add(1)) }
+
+func startKubelet(cluster string) *testKubelet {
+	k := &testKubelet{cluster: cluster, dir: GinkgoT().TempDir(), pods: map[string]*runningPod{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go k.loop()
+	DeferCleanup(k.shutdown)
+	return k
+}
+
+func (k *testKubelet) loop() {
+	defer GinkgoRecover()
+	defer close(k.done)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-tick.C:
+			k.sync()
+		}
+	}
+}
+
+// sync makes pods and nodes match the StatefulSet and reports readiness.
+func (k *testKubelet) sync() {
+	ctx := context.Background()
+	sts := &appsv1.StatefulSet{}
+	if err := k8sClient.Get(ctx, key(k.cluster), sts); err != nil {
+		return
+	}
+	replicas := int(*sts.Spec.Replicas)
+	ready := int32(0)
+	for i := range replicas {
+		name := fmt.Sprintf("%s-%d", k.cluster, i)
+		k.mu.Lock()
+		rp := k.pods[name]
+		k.mu.Unlock()
+		if rp == nil {
+			var err error
+			if rp, err = k.startPod(ctx, sts, name); err != nil {
+				fmt.Fprintf(GinkgoWriter, "test kubelet: start %s: %v\n", name, err)
+				continue
+			}
+			k.mu.Lock()
+			k.pods[name] = rp
+			k.mu.Unlock()
+		}
+		if k.reportReady(ctx, name, rp) {
+			ready++
+		}
+	}
+	sts.Status = appsv1.StatefulSetStatus{
+		ObservedGeneration: sts.Generation, Replicas: int32(replicas), ReadyReplicas: ready, AvailableReplicas: ready,
+		CurrentReplicas: int32(replicas), UpdatedReplicas: int32(replicas), CurrentRevision: "r1", UpdateRevision: "r1",
+	}
+	_ = k8sClient.Status().Update(ctx, sts)
+}
+
+// startPod creates the pod object and runs its node with the files the
+// pod would have mounted: the ConfigMap and the cluster key Secret.
+func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, name string) (*runningPod, error) {
+	cm := &corev1.ConfigMap{}
+	if err := k8sClient.Get(ctx, key(resources.ConfigMapName(clusterOf(k.cluster))), cm); err != nil {
+		return nil, err
+	}
+	secret := &corev1.Secret{}
+	if err := k8sClient.Get(ctx, key(resources.ClusterKeySecretName(clusterOf(k.cluster))), secret); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(k.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// The pod's mount paths (/etc/mesh, /etc/mesh-cluster) become files in
+	// the pod's directory.
+	doc := strings.NewReplacer(resources.ConfigDir+"/", dir+"/", resources.ClusterKeyDir+"/", dir+"/", resources.DataDir, filepath.Join(dir, "data")).Replace(cm.Data[nodeconfig.FileName])
+	files := map[string]string{
+		nodeconfig.FileName:             doc,
+		resources.OperatorPublicKeyFile: cm.Data[resources.OperatorPublicKeyFile],
+		identity.SecretPrivateKey:       string(secret.Data[identity.SecretPrivateKey]),
+	}
+	for f, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(data), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := nodeconfig.Load(filepath.Join(dir, nodeconfig.FileName))
+	if err != nil {
+		return nil, err
+	}
+
+	ip := nextIP()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: sts.Spec.Template.Labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "mesh-node", Image: "mesh-node"}}},
+	}
+	if err := k8sClient.Create(ctx, pod); err != nil {
+		return nil, err
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}
+	if err := k8sClient.Status().Update(ctx, pod); err != nil {
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	rp := &runningPod{ip: ip, cancel: cancel, exited: make(chan error, 1)}
+	hp := func(port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
+	go func() {
+		rp.exited <- runtime.Run(runCtx, runtime.Options{
+			Config: cfg, Name: name,
+			AdminAddr: hp(nodeconfig.AdminPort), DataAddr: hp(nodeconfig.DataPort), WireAddr: hp(nodeconfig.WirePort),
+			DrainTimeout: 2 * time.Second,
+		})
+	}()
+	return rp, nil
+}
+
+// reportReady probes the node's /readyz and writes the pod's Ready
+// condition when it changed.
+func (k *testKubelet) reportReady(ctx context.Context, name string, rp *runningPod) bool {
+	ready := false
+	hc := http.Client{Timeout: 500 * time.Millisecond}
+	if resp, err := hc.Get("http://" + net.JoinHostPort(rp.ip, fmt.Sprint(nodeconfig.AdminPort)) + "/readyz"); err == nil {
+		ready = resp.StatusCode == http.StatusOK
+		resp.Body.Close()
+	}
+	pod := &corev1.Pod{}
+	if err := k8sClient.Get(ctx, key(name), pod); err != nil {
+		return false
+	}
+	want := corev1.ConditionFalse
+	if ready {
+		want = corev1.ConditionTrue
+	}
+	if len(pod.Status.Conditions) == 0 || pod.Status.Conditions[0].Status != want {
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: want}}
+		_ = k8sClient.Status().Update(ctx, pod)
+	}
+	return ready
+}
+
+// dataAddrs are the data API addresses of the running nodes.
+func (k *testKubelet) dataAddrs() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for _, rp := range k.pods {
+		out = append(out, net.JoinHostPort(rp.ip, fmt.Sprint(nodeconfig.DataPort)))
+	}
+	return out
+}
+
+func (k *testKubelet) shutdown() {
+	close(k.stop)
+	<-k.done
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for name, rp := range k.pods {
+		rp.cancel()
+		select {
+		case err := <-rp.exited:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				fmt.Fprintf(GinkgoWriter, "test kubelet: node %s stopped: %v\n", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			Fail("node " + name + " did not stop within 15s")
+		}
+		_ = k8sClient.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}, client.GracePeriodSeconds(0))
+	}
+}

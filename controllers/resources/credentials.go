@@ -1,0 +1,47 @@
+package resources
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/engine/identity"
+)
+
+// Credentials: two key pairs per cluster, each in its own Secret.
+//
+//   - The operator key signs the short-lived admin tokens the operator sends
+//     to nodes. Only the operator reads its Secret; nodes get the public half
+//     through the ConfigMap.
+//   - The cluster key is shared by the cluster's nodes: they sign and verify
+//     the tokens they present to each other for replication. It is mounted
+//     into every node pod.
+//
+// The operator creates each Secret once and never overwrites it.
+// TODO(issue 8): rotation on request.
+
+// Paths of the credential files inside a node pod.
+const (
+	OperatorPublicKeyFile = "operator.pub" // in the ConfigMap, under ConfigDir
+	ClusterKeyDir         = "/etc/mesh-cluster"
+	clusterKeyVolume      = "cluster-key"
+)
+
+// OperatorKeySecretName holds the operator's key pair for a cluster.
+func OperatorKeySecretName(mc *meshv1.MeshCluster) string { return mc.Name + "-operator-key" }
+
+// ClusterKeySecretName holds the cluster's node-to-node key pair.
+func ClusterKeySecretName(mc *meshv1.MeshCluster) string { return mc.Name + "-cluster-key" }
+
+// KeySecret wraps a key pair as a Secret of the cluster.
+func KeySecret(mc *meshv1.MeshCluster, name string, kp *identity.KeyPair) (*corev1.Secret, error) {
+	data, err := kp.ToSecretData()
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: mc.Namespace, Labels: Labels(mc)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       data,
+	}, nil
+}

@@ -1,0 +1,61 @@
+package node
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exposes the node's state to Prometheus. It reads the state at
+// scrape time, so the ingest path pays nothing for metrics.
+type Collector struct{ n *Node }
+
+// NewCollector returns the node's metrics collector.
+func (n *Node) NewCollector() *Collector { return &Collector{n: n} }
+
+var (
+	descEpoch      = prometheus.NewDesc("mesh_node_epoch", "Topology epoch the node holds.", nil, nil)
+	descLease      = prometheus.NewDesc("mesh_node_lease_remaining_seconds", "How long the node may still accept writes without a topology push.", nil, nil)
+	descRole       = prometheus.NewDesc("mesh_node_role", "1 for the node's role in the topology.", []string{"role"}, nil)
+	descNext       = prometheus.NewDesc("mesh_shard_next_seq", "Next sequence number of a local shard log.", []string{"shard", "role"}, nil)
+	descLag        = prometheus.NewDesc("mesh_shard_replication_lag_events", "Events a followed shard is behind its owner.", []string{"shard"}, nil)
+	descIngested   = prometheus.NewDesc("mesh_bus_events_ingested_total", "Events accepted by the node bus.", nil, nil)
+	descDispatched = prometheus.NewDesc("mesh_bus_events_dispatched_total", "Events appended to shard logs by the node bus.", nil, nil)
+	descDropped    = prometheus.NewDesc("mesh_bus_events_dropped_total", "Events the node bus could not append.", nil, nil)
+	descFailures   = prometheus.NewDesc("mesh_bus_dispatch_failures_total", "Batches the node bus gave up on.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(descEpoch, float64(n.epoch()))
+	gauge(descLease, max(n.LeaseRemaining().Seconds(), 0))
+	if role := n.Role(); role != "" {
+		gauge(descRole, 1, string(role))
+	}
+	for _, s := range n.ShardStatuses() {
+		id := strconv.Itoa(int(s.ID))
+		gauge(descNext, float64(s.Next), id, s.Role)
+		if s.Role == "follower" {
+			gauge(descLag, float64(s.Lag), id)
+		}
+	}
+	st := n.bus.Stats()
+	counter(descIngested, st.EventsIngested)
+	counter(descDispatched, st.EventsDispatched)
+	counter(descDropped, st.EventsDropped)
+	counter(descFailures, st.DispatchFailures)
+}
