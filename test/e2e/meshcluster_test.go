@@ -274,6 +274,13 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 		var pvcs corev1.PersistentVolumeClaimList
 		Expect(k8s.List(context.Background(), &pvcs, client.InNamespace(ns))).To(Succeed())
 		Expect(pvcs.Items).To(HaveLen(4), "one data PVC per pod")
+		Eventually(func(g Gomega) {
+			var got corev1.PersistentVolumeClaimList
+			g.Expect(k8s.List(ctx, &got, client.InNamespace(ns))).To(Succeed())
+			for _, p := range got.Items {
+				g.Expect(p.Status.Phase).To(Equal(corev1.ClaimBound), "PVC %s bound to the kubelet's volume", p.Name)
+			}
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
 
 		// Each pod's /var/lib/mesh is its claim's directory: a file written
 		// there must survive the cluster's deletion.
@@ -302,10 +309,16 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 		}).WithContext(ctx).WithTimeout(3 * time.Second).Should(Succeed())
 		Expect(os.ReadFile(marker)).To(Equal([]byte("kept")))
 
-		By("deleting a retained claim removes its directory")
+		By("deleting a retained claim removes its directory and volume")
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: claim.Name}, &claim)).To(Succeed())
+		pvName := claim.Spec.VolumeName
+		Expect(pvName).NotTo(BeEmpty())
 		Expect(k8s.Delete(ctx, &claim)).To(Succeed())
 		Eventually(func() error { _, err := os.Stat(filepath.Dir(marker)); return err }).
 			WithContext(ctx).WithTimeout(30 * time.Second).Should(MatchError(os.ErrNotExist))
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Name: pvName}, &corev1.PersistentVolume{}))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
 	})
 })
 

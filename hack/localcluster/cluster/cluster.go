@@ -34,6 +34,7 @@ var ErrPortTaken = errors.New("port taken")
 var Controllers = []string{
 	"statefulset-controller", "garbage-collector-controller",
 	"persistentvolumeclaim-protection-controller", "persistentvolume-protection-controller",
+	"persistentvolume-binder-controller",
 	"endpoints-controller", "endpointslice-controller",
 	"replicaset-controller", "deployment-controller", "disruption-controller",
 	"namespace-controller", "serviceaccount-controller", "serviceaccount-token-controller",
@@ -249,6 +250,7 @@ func (c *Cluster) startKubelet() error {
 		IPs:                   ips,
 		Backoff:               c.opts.Backoff,
 		RewriteConfigMapPaths: true,
+		ProvisionVolumes:      true,
 		Log:                   slog.New(slog.NewTextHandler(io.MultiWriter(logf), nil)),
 	})
 	if err != nil {

@@ -19,7 +19,8 @@
 //     symlink, and refreshed when the object changes); emptyDir is a
 //     directory of the pod, removed with it; a PVC is a directory named after
 //     the claim and its UID (ClaimDir) that survives the pod and is removed
-//     when the claim is deleted.
+//     when the claim is deleted. With Config.ProvisionVolumes, a
+//     PersistentVolume pre-bound to each unbound claim makes it Bound.
 //   - Mount paths rewritten: absolute paths such as /etc/mesh cannot be
 //     created for every pod, so each mount path prefix in the container's
 //     command, args and env values is replaced by the materialised

@@ -45,6 +45,10 @@ type Config struct {
 	// Backoff between restarts (default 10s doubling to 5m, reset after
 	// 10m of running, as in the kubelet).
 	Backoff Backoff
+	// ProvisionVolumes creates a PersistentVolume pre-bound to every
+	// unbound claim (hostPath: the claim's directory), so claims become
+	// Bound once the controller manager's persistent-volume binder runs.
+	ProvisionVolumes bool
 	// RewriteConfigMapPaths applies the mount path rewrite to the contents
 	// of materialised ConfigMap files.
 	RewriteConfigMapPaths bool
@@ -165,8 +169,15 @@ func (k *Kubelet) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	provision := func(obj any) {
+		if pvc, ok := obj.(*corev1.PersistentVolumeClaim); ok && k.cfg.ProvisionVolumes && pvc.Spec.VolumeName == "" {
+			k.wg.Go(func() { k.provision(pvc) })
+		}
+	}
 	if _, err := factory.Core().V1().PersistentVolumeClaims().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		DeleteFunc: k.removeClaimDir,
+		AddFunc:    provision,
+		UpdateFunc: func(_, o any) { provision(o) },
+		DeleteFunc: k.claimDeleted,
 	}); err != nil {
 		return err
 	}
@@ -186,6 +197,9 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	})
 	k.cfg.Log.Info("process kubelet running", "node", k.cfg.NodeName)
 	<-ctx.Done()
+	// No event handler runs after this, so nothing adds to k.wg while it
+	// is waited for below.
+	factory.Shutdown()
 	k.queue.ShutDown()
 	bg.Wait()
 	k.mu.Lock()
@@ -364,16 +378,8 @@ func (k *Kubelet) claimDir(ns, claim string) string {
 	return ClaimDir(k.cfg.RootDir, ns, claim, pvc.UID)
 }
 
-// removeClaimDir deletes a deleted claim's directory: its data is gone
-// with it, as with a dynamically provisioned volume.
-func (k *Kubelet) removeClaimDir(obj any) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	pvc, ok := obj.(*corev1.PersistentVolumeClaim)
-	if !ok {
-		return
-	}
+// removeClaimDir deletes a deleted claim's directory.
+func (k *Kubelet) removeClaimDir(pvc *corev1.PersistentVolumeClaim) {
 	dir := ClaimDir(k.cfg.RootDir, pvc.Namespace, pvc.Name, pvc.UID)
 	if err := os.RemoveAll(dir); err != nil {
 		k.cfg.Log.Warn("remove claim directory", "dir", dir, "err", err)
