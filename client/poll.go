@@ -100,4 +100,3 @@ func (p *Poller) Poll(ctx context.Context, limit int) (Page, error) {
 	}
 	return page, nil
 }
-
