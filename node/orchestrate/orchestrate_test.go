@@ -216,6 +216,11 @@ func TestPromoteWaitsOutLeaseAndLosesNothing(t *testing.T) {
 			t.Fatalf("shard %d after promotion: %+v", id, s)
 		}
 	}
+	for _, id := range t0.OwnedBy("a1") {
+		if s := ownerOf(got, id); !slices.Contains(s.Followers, "a0") || !slices.Contains(s.Followers, "s0") {
+			t.Fatalf("shard %d of a1 after promotion: %+v, want followers s0 (still) and a0", id, s)
+		}
+	}
 	if m, _ := got.Member("a0"); m.Role != topology.Standby {
 		t.Fatalf("failed owner's role %q, want standby", m.Role)
 	}

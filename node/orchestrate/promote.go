@@ -19,9 +19,11 @@ import (
 // member.
 //
 // In the new topology failed is a standby: it follows its former shards and
-// takes the place of every promoted standby in the other shards' follower
-// lists, so it catches up when it comes back. A promoted standby becomes an
-// active member. Calling Promote again with the returned topology only
+// joins every shard a promoted standby followed, so it catches up when it
+// comes back. A promoted standby becomes an active member and keeps
+// following the shards it does not own, so their owners keep a follower
+// (ackPolicy Standby) while failed is down; the operator may drop it once
+// failed has caught up. Calling Promote again with the returned topology only
 // re-pushes it.
 func (d *Driver) Promote(ctx context.Context, cur *topology.Topology, failed string, lastPush time.Time) (*topology.Topology, error) {
 	if _, ok := cur.Member(failed); !ok {
@@ -92,17 +94,18 @@ func (d *Driver) Promote(ctx context.Context, cur *topology.Topology, failed str
 			s.Owner, s.Fenced = to, false
 			promote[to] = append(promote[to], s.ID)
 		}
-		// failed follows its former shards and takes the promoted
-		// standbys' place wherever they followed.
-		tookOver := chosen[s.ID] != ""
+		// failed follows its former shards and every shard a promoted
+		// standby followed. The promoted standby keeps following the
+		// shards it does not own: under ackPolicy Standby their owners
+		// still need a follower while failed is down.
+		join := chosen[s.ID] != ""
 		s.Followers = slices.DeleteFunc(s.Followers, func(f string) bool {
 			if promotedStandbys[f] {
-				tookOver = true
-				return true
+				join = true
 			}
 			return f == s.Owner
 		})
-		if tookOver && s.Owner != failed && !slices.Contains(s.Followers, failed) {
+		if join && s.Owner != failed && !slices.Contains(s.Followers, failed) {
 			s.Followers = append(s.Followers, failed)
 		}
 	}
