@@ -274,6 +274,10 @@ func (s *Server) ServeConn(conn net.Conn) error {
 			return refuse(RefuseDiverged, sub.From-1, "follower's last entry differs from the owner's")
 		}
 	}
+	// Register the follower before it learns it is accepted, so whoever
+	// sees the follower connected also sees the owner know its position.
+	s.setConnected(sub, true)
+	defer s.setConnected(sub, false)
 	_ = conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 	if err := pw.send(appendAccept(nil, acceptMsg{Shard: sub.Shard, Epoch: epoch, From: sub.From, OwnerNext: next, OwnerFirst: first})); err != nil {
 		return fmt.Errorf("replication: send accept: %w", err)
@@ -281,8 +285,6 @@ func (s *Server) ServeConn(conn net.Conn) error {
 
 	st := &stream{s: s, conn: conn, pw: pw, lg: lg, sub: sub}
 	st.sent.Store(sub.From)
-	s.setConnected(sub, true)
-	defer s.setConnected(sub, false)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	acksDone := make(chan error, 1)
