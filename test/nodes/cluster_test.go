@@ -53,7 +53,7 @@ type cluster struct {
 	record  *topology.Topology
 	// history is every recorded topology with the time it was recorded.
 	history []recorded
-	procs  map[string]*proc
+	procs   map[string]*proc
 	// cut are members the lease keeper does not push to (cut off from
 	// the operator, or killed and not yet replaced).
 	cut map[string]bool
@@ -368,14 +368,14 @@ func (a *attempts) of(id string) int {
 // (even ones keyed over 17 keys, odd ones keyless) and remembers what was
 // acknowledged, with the time of each ack per shard.
 type ingester struct {
-	mu      sync.Mutex
+	mu    sync.Mutex
 	acked map[string]uint16
 	// firstAck is the first ack per shard since the last mark.
 	firstAck map[uint16]time.Time
-	errs    []error
-	seq     atomic.Int64
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	errs     []error
+	seq      atomic.Int64
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 func ingest(cl *client.Client, workers int) *ingester {
