@@ -16,6 +16,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -78,7 +79,10 @@ func (k *testKubelet) loop() {
 func (k *testKubelet) sync() {
 	ctx := context.Background()
 	sts := &appsv1.StatefulSet{}
-	if err := k8sClient.Get(ctx, key(k.cluster), sts); err != nil {
+	if err := k8sClient.Get(ctx, key(k.cluster), sts); err != nil || sts.DeletionTimestamp != nil {
+		if err == nil || apierrors.IsNotFound(err) {
+			k.stopAll() // the StatefulSet is going: so are its pods
+		}
 		return
 	}
 	replicas := int(*sts.Spec.Replicas)
@@ -206,9 +210,16 @@ func (k *testKubelet) dataAddrs() []string {
 func (k *testKubelet) shutdown() {
 	close(k.stop)
 	<-k.done
+	k.stopAll()
+}
+
+// stopAll stops every node (SIGTERM-like: the runtime drains) and deletes
+// its pod.
+func (k *testKubelet) stopAll() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for name, rp := range k.pods {
+		delete(k.pods, name)
 		rp.cancel()
 		select {
 		case err := <-rp.exited:

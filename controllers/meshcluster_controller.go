@@ -60,10 +60,12 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if r.Leases != nil {
 			r.Leases.Forget(req.NamespacedName)
 		}
-		// Children carry owner references; the garbage collector removes
-		// them. TODO(issue 8): finalizer that waits for pods and applies
-		// pvcRetention.
-		return ctrl.Result{}, nil
+		return r.reconcileDelete(ctx, mc)
+	}
+	if !mc.IsPaused() {
+		if err := r.ensureFinalizer(ctx, mc); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	obs := status.Observation{Cluster: mc}

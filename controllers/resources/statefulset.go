@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path"
+	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -223,4 +225,18 @@ func dataClaimTemplate(mc *meshv1.MeshCluster) corev1.PersistentVolumeClaim {
 		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: s.DeepCopy()}
 	}
 	return pvc
+}
+
+// DataPVCOrdinal parses a data PVC name (<claim>-<statefulset>-<ordinal>,
+// as the StatefulSet controller names them) into its pod ordinal.
+func DataPVCOrdinal(mc *meshv1.MeshCluster, name string) (int, bool) {
+	prefix := dataVolume + "-" + StatefulSetName(mc) + "-"
+	if !strings.HasPrefix(name, prefix) {
+		return 0, false
+	}
+	ord, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
+	if err != nil || ord < 0 {
+		return 0, false
+	}
+	return ord, true
 }
