@@ -14,6 +14,7 @@ import (
 	"github.com/purplerain/mesh-operator/engine/bus"
 	"github.com/purplerain/mesh-operator/engine/consumer"
 	"github.com/purplerain/mesh-operator/engine/redex"
+	"github.com/purplerain/mesh-operator/engine/rules"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/topology"
@@ -125,6 +126,12 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 			return nil, err
 		}
 	}
+	// Behaviour rules come after routing, so a request this node would
+	// refuse anyway (retriable elsewhere) spends no rate budget, and before
+	// any append, so a rejected request leaves nothing behind.
+	if err := n.checkRules(events); err != nil {
+		return nil, err
+	}
 	tickets := make([]bus.Ticket, len(events))
 	for i, e := range events {
 		id := shards[i]
@@ -161,6 +168,23 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 		}
 	}
 	return acks, nil
+}
+
+// checkRules evaluates the behaviour rules over the request's payloads;
+// any failing event refuses the whole request.
+func (n *Node) checkRules(events []dataapi.Event) error {
+	if n.rules.Len() == 0 {
+		return nil
+	}
+	payloads := make([][]byte, len(events))
+	for i, e := range events {
+		payloads[i] = e.Payload
+	}
+	v := n.rules.Evaluate(payloads)
+	if v.Kind == rules.Accept {
+		return nil
+	}
+	return &RuleRejectedError{Rule: v.Rule(), Rules: v.Rules, RateLimited: v.Kind == rules.RateLimited}
 }
 
 // waitReplicated waits until a follower has everything appended so far to

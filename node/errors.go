@@ -14,3 +14,6 @@ var (
 
 // NotOwnerError says which node owns a shard this node was asked to write.
 type NotOwnerError = refusal.NotOwnerError
+
+// RuleRejectedError says which behaviour rules refused an ingest.
+type RuleRejectedError = refusal.RuleRejectedError

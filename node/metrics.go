@@ -25,9 +25,14 @@ var (
 	descFailures   = prometheus.NewDesc("mesh_bus_dispatch_failures_total", "Batches the node bus gave up on.", nil, nil)
 )
 
+// descRuleRefused counts, per behaviour rule, the ingest requests it
+// refused (read from the rule engine at scrape time).
+var descRuleRefused = prometheus.NewDesc("mesh_rule_refused_requests_total",
+	"Ingest requests a behaviour rule refused, by rule and reason (rejected or rate_limited).", []string{"rule", "reason"}, nil)
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures} {
+	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused} {
 		ch <- d
 	}
 }
@@ -58,4 +63,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDispatched, st.EventsDispatched)
 	counter(descDropped, st.EventsDropped)
 	counter(descFailures, st.DispatchFailures)
+	for _, r := range n.rules.Stats() {
+		ch <- prometheus.MustNewConstMetric(descRuleRefused, prometheus.CounterValue, float64(r.Rejected), r.Name, "rejected")
+		ch <- prometheus.MustNewConstMetric(descRuleRefused, prometheus.CounterValue, float64(r.RateLimited), r.Name, "rate_limited")
+	}
 }

@@ -11,6 +11,7 @@ import (
 	redexadapter "github.com/purplerain/mesh-operator/engine/adapter/redex"
 	"github.com/purplerain/mesh-operator/engine/bus"
 	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/engine/rules"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -28,6 +29,9 @@ type Node struct {
 	ackStandby bool
 	replMu     sync.Mutex
 	replicas   ReplicaWaiter
+	// rules are the behaviour rules every ingest passes before anything is
+	// appended; never nil (an empty set accepts everything).
+	rules *rules.Engine
 
 	// Replication followers (followers.go), one per followed shard; guarded
 	// by applyMu.
@@ -63,6 +67,12 @@ type Options struct {
 	// ClusterKey signs the replication tokens this node presents to shard
 	// owners; nil disables following.
 	ClusterKey *identity.KeyPair
+	// Rules are the behaviour rules evaluated at ingest; nil means none.
+	// Replace them later with SetRules.
+	Rules *rules.Set
+	// RulesClock is the monotonic clock of the rules' rate windows; nil
+	// means real time. Tests inject one.
+	RulesClock func() time.Duration
 	Logger     *slog.Logger
 }
 
@@ -78,7 +88,8 @@ func New(opts Options) (*Node, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas,
-		clusterKey: opts.ClusterKey, followers: map[uint16]*follower{}}
+		clusterKey: opts.ClusterKey, followers: map[uint16]*follower{},
+		rules: rules.NewEngine(opts.Rules, rules.Options{Now: opts.RulesClock})}
 	n.ackStandby = opts.Config != nil && opts.Config.AckPolicy == "Standby"
 	// Under ackPolicy Standby an ack promises the event survives the
 	// owner's loss, so followers sync before they acknowledge.
@@ -106,6 +117,11 @@ func (n *Node) SetReplicas(r ReplicaWaiter) {
 	defer n.replMu.Unlock()
 	n.replicas = r
 }
+
+// SetRules atomically replaces the behaviour rules (nil: none). Rules whose
+// specification is unchanged keep their rate windows, so a reload does not
+// hand out a fresh budget.
+func (n *Node) SetRules(set *rules.Set) { n.rules.Replace(set) }
 
 // Name is the node's member name.
 func (n *Node) Name() string { return n.name }

@@ -40,3 +40,28 @@ func (e *NotOwnerError) Error() string {
 	}
 	return fmt.Sprintf("node: shard %d is owned by %s (%s)", e.Shard, e.Owner, e.Data)
 }
+
+// RuleRejectedError says which behaviour rules refused an ingest. The
+// whole request is refused and nothing of it was appended. Retrying the
+// same events is pointless unless RateLimited (then retry after the rule's
+// window).
+type RuleRejectedError struct {
+	// Rule is the first failing rule (the list is sorted).
+	Rule string
+	// Rules are every failing rule, sorted and de-duplicated.
+	Rules []string
+	// RateLimited: the request exceeded the rules' rate limits; otherwise
+	// an event failed the rules' conditions.
+	RateLimited bool
+}
+
+func (e *RuleRejectedError) Error() string {
+	what := "rejected by rule"
+	if e.RateLimited {
+		what = "rate limited by rule"
+	}
+	if len(e.Rules) > 1 {
+		return fmt.Sprintf("node: ingest %s %q (failing rules: %q)", what, e.Rule, e.Rules)
+	}
+	return fmt.Sprintf("node: ingest %s %q", what, e.Rule)
+}
