@@ -5,7 +5,9 @@
 //
 // Retries: a refused write (421 not owner, 503 moving, lease expired, no
 // topology, backpressure) is retried with jittered exponential backoff
-// after refreshing the topology, until the context ends. A write whose
+// after refreshing the topology, until the context ends. A behaviour-rule
+// refusal (rule_rejected) is not retried: it is returned at once, and
+// errors.As with a *RuleRejectedError names the rule. A write whose
 // outcome is unknown (the connection broke after the request was sent) is
 // also retried, so a retried event may be stored twice; events carry
 // whatever id the application needs to de-duplicate. Every event the SDK
@@ -27,6 +29,7 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/refusal"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -222,6 +225,19 @@ type Error struct {
 func (e *Error) Error() string {
 	return fmt.Sprintf("client: %d %s: %s", e.Status, e.Code, e.ErrorResponse.Error)
 }
+
+// Unwrap exposes a rule refusal as a *RuleRejectedError, so callers branch
+// with errors.As.
+func (e *Error) Unwrap() error {
+	if e.Code == dataapi.CodeRuleRejected {
+		return &RuleRejectedError{Rule: e.Rule, Rules: e.Rules, RateLimited: e.RateLimited}
+	}
+	return nil
+}
+
+// RuleRejectedError is a node's behaviour-rule refusal of an ingest: it
+// names the failing rule. The SDK does not retry it.
+type RuleRejectedError = refusal.RuleRejectedError
 
 // retriable says whether a failed request may succeed if sent again
 // (possibly elsewhere after a topology refresh).

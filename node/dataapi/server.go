@@ -119,7 +119,14 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	body := ErrorResponse{Error: err.Error()}
 	status := http.StatusInternalServerError
 	var notOwner *refusal.NotOwnerError
+	var ruleErr *refusal.RuleRejectedError
 	switch {
+	case errors.As(err, &ruleErr):
+		status, body.Code = http.StatusUnprocessableEntity, CodeRuleRejected
+		if ruleErr.RateLimited {
+			status = http.StatusTooManyRequests
+		}
+		body.Rule, body.Rules, body.RateLimited = ruleErr.Rule, ruleErr.Rules, ruleErr.RateLimited
 	case errors.As(err, &notOwner):
 		status, body.Code = http.StatusMisdirectedRequest, CodeNotOwner
 		body.Shard, body.Owner, body.OwnerData = &notOwner.Shard, notOwner.Owner, notOwner.Data

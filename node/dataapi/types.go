@@ -6,7 +6,9 @@
 // with 421 Misdirected Request and an error body naming the owner's data
 // address, so the client retries there. Transient refusals (shard moving,
 // lease expired, no topology yet, backpressure) are 503 with Retry-After.
-// A cursor behind retention is 410 Gone, never a silent skip.
+// A cursor behind retention is 410 Gone, never a silent skip. An ingest a
+// behaviour rule refuses is 422 (429 when rate limited) with code
+// rule_rejected and the rule's name; nothing of it was appended.
 //
 // TODO(issue 7): the data API is not authenticated yet (the admin API is);
 // ingest and consume tokens (identity.ScopeIngest/ScopeConsume) come with
@@ -65,6 +67,10 @@ const (
 	CodeBehindRetention = "behind_retention"
 	CodeRejected        = "rejected"
 	CodeInternal        = "internal"
+
+	// CodeRuleRejected: a behaviour rule refused the whole request (422,
+	// or 429 when rate limited); Rule names it. Not retriable as is.
+	CodeRuleRejected = "rule_rejected"
 )
 
 // ErrorResponse is the body of every error answer.
@@ -76,4 +82,10 @@ type ErrorResponse struct {
 	Shard     *uint16 `json:"shard,omitempty"`
 	Owner     string  `json:"owner,omitempty"`
 	OwnerData string  `json:"ownerData,omitempty"`
+	// Rule, Rules and RateLimited accompany rule_rejected: the first
+	// failing rule, every failing rule (sorted), and whether the refusal is
+	// a rate limit.
+	Rule        string   `json:"rule,omitempty"`
+	Rules       []string `json:"rules,omitempty"`
+	RateLimited bool     `json:"rateLimited,omitempty"`
 }
