@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/purplerain/mesh-operator/engine/rules"
 )
 
 // FileName is the name of the configuration file inside the mounted
@@ -48,6 +50,9 @@ type Config struct {
 	Daemons []Daemon `json:"daemons,omitempty"`
 	// Credentials are the mounted key files.
 	Credentials Credentials `json:"credentials"`
+	// Rules are the behaviour rules every ingest must pass (engine/rules
+	// Spec JSON); empty means none. Validated with rules.Compile.
+	Rules []rules.Spec `json:"rules,omitempty"`
 }
 
 // Credentials name the key files the operator mounts from its Secrets.
@@ -207,7 +212,25 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if _, err := rules.Compile(c.Rules); err != nil {
+		var ie *rules.IndexError
+		for _, e := range unjoin(err) {
+			if errors.As(e, &ie) {
+				bad(fmt.Sprintf("rules[%d]", ie.Index), "%v", ie.Err)
+			} else {
+				bad("rules", "%v", e)
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// unjoin splits an errors.Join result into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // Parse decodes and validates a configuration. Unknown fields are errors,

@@ -83,3 +83,36 @@ func TestDurationMustBeAString(t *testing.T) {
 		t.Fatalf("want a duration error, got %v", err)
 	}
 }
+
+func TestRulesAreValidatedWithTheirIndex(t *testing.T) {
+	data := []byte(`{"cluster":"demo","shards":8,"ackPolicy":"Leader","lease":"2s",
+		"storage":{"mode":"Memory","fsync":"Never"},
+		"credentials":{"operatorPublicKey":"/k/op.pub","clusterKey":"/k/cluster.key"},
+		"rules":[{"name":"big","require":{"field":"v","op":"le","value":18446744073709551615}},
+		         {"name":"rate","rateLimit":{"key":"device","max":10,"window":"1s"}}]}`)
+	c, err := Parse(data)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if len(c.Rules) != 2 || string(c.Rules[0].Require.Value) != "18446744073709551615" {
+		t.Fatalf("rules not decoded exactly: %+v", c.Rules)
+	}
+	c.Rules = append(c.Rules, c.Rules[0]) // duplicate name
+	c.Rules[1].RateLimit.Max = 0
+	err = c.Validate()
+	var fields []string
+	for _, e := range unjoin(err) {
+		var fe *FieldError
+		if errors.As(e, &fe) {
+			fields = append(fields, fe.Field)
+		}
+	}
+	if strings.Join(fields, ",") != "rules[1],rules[2]" {
+		t.Fatalf("want errors for rules[1] and rules[2], got %v (%v)", fields, err)
+	}
+	if _, err := Parse([]byte(`{"cluster":"demo","shards":8,"ackPolicy":"Leader","lease":"2s",
+		"storage":{"mode":"Memory","fsync":"Never"},"credentials":{"operatorPublicKey":"a","clusterKey":"b"},
+		"rules":[{"name":"x","require":{"field":"v","op":"exists","typo":1}}]}`)); err == nil {
+		t.Fatal("unknown field inside a rule accepted")
+	}
+}

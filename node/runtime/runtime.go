@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/engine/rules"
 	"github.com/purplerain/mesh-operator/node"
 	"github.com/purplerain/mesh-operator/node/adminapi"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
@@ -64,7 +65,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	n, err := node.New(node.Options{Name: o.Name, Config: o.Config, ClusterKey: clusterKey, Logger: log})
+	ruleSet, err := rules.Compile(o.Config.Rules)
+	if err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	n, err := node.New(node.Options{Name: o.Name, Config: o.Config, ClusterKey: clusterKey, Rules: ruleSet, Logger: log})
 	if err != nil {
 		return err
 	}
