@@ -40,7 +40,7 @@ const (
 // mesh-node processes on 127.0.2.<base>..<base+3>, and the test's
 // operator: its record, a lease keeper and an orchestrate.Driver.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	members []topology.Member
@@ -76,7 +76,7 @@ type proc struct {
 	log  string
 }
 
-func newCluster(t *testing.T, base int, ackPolicy string) *cluster {
+func newCluster(t testing.TB, base int, ackPolicy string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	op, err := identity.Generate(nil)
