@@ -29,6 +29,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/purplerain/mesh-operator/hack/localcluster/cluster"
 	"github.com/purplerain/mesh-operator/hack/localcluster/kubelet"
 )
@@ -155,6 +158,7 @@ func up(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler())) // envtest logs through it
 	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{
 		StateDir: state, AssetsDir: assetsDir, APIServerPort: *apiPort, EtcdPort: *etcdPort,

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/hack/localcluster/cluster"
@@ -55,6 +57,7 @@ func TestE2E(t *testing.T) {
 var _ = BeforeSuite(func() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(meshv1.AddToScheme(scheme))
+	ctrllog.SetLogger(zap.New(zap.WriteTo(GinkgoWriter))) // envtest logs through it
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 

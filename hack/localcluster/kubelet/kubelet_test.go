@@ -114,9 +114,10 @@ func TestKubeletRunsAPodEndToEnd(t *testing.T) {
 		}
 		return false, "no Ready condition"
 	})
-	if _, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "test-node", metav1.GetOptions{}); err != nil {
-		t.Errorf("node lease: %v", err)
-	}
+	eventually(t, "node lease", 30*time.Second, func() (bool, string) {
+		l, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "test-node", metav1.GetOptions{})
+		return err == nil && l.Spec.RenewTime != nil, errString(err)
+	})
 
 	port := freePort(t)
 	cm := &corev1.ConfigMap{

@@ -11,7 +11,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // helperEnv makes the test binary act as a pod's process (see helperMain).
@@ -22,6 +24,8 @@ func TestMain(m *testing.M) {
 		helperMain(mode)
 		return
 	}
+	// envtest logs through controller-runtime's logger.
+	ctrllog.SetLogger(logr.Discard())
 	goleak.VerifyTestMain(m,
 		// klog's flush daemon and client-go's watch machinery outlive a
 		// test that stopped its informers.
@@ -95,3 +99,5 @@ func helperMain(mode string) {
 func fmtSscan(s string, pid *int) (int, error) { return fmt.Sscan(s, pid) }
 
 func processAlive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+func itoa(n int) string { return strconv.Itoa(n) }
