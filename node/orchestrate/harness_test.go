@@ -31,7 +31,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // cluster is a set of real in-process nodes (node/runtime: the node, its
 // replication server and its admin, data and wire listeners) on loopback
-// addresses 127.0.3.<base+i>, and the record an operator would keep.
+// addresses 127.0.4.<base+i> (127.0.3.x belongs to test/install's local
+// cluster), and the record an operator would keep.
 type cluster struct {
 	t      *testing.T
 	cfg    *nodeconfig.Config
@@ -54,7 +55,7 @@ type inproc struct {
 }
 
 // newCluster starts actives then standbys; ip is the third octet base:
-// member i listens on 127.0.3.(ip+i).
+// member i listens on 127.0.4.(ip+i).
 func newCluster(t *testing.T, ip, actives, standbys int, ackPolicy string, leaseMillis int64) *cluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -95,7 +96,7 @@ func newCluster(t *testing.T, ip, actives, standbys int, ackPolicy string, lease
 		if i >= actives {
 			role, name = topology.Standby, fmt.Sprintf("s%d", i-actives)
 		}
-		host := fmt.Sprintf("127.0.3.%d", ip+i)
+		host := fmt.Sprintf("127.0.4.%d", ip+i)
 		hp := func(port int) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
 		c.members = append(c.members, topology.Member{Name: name, Role: role,
 			Admin: hp(nodeconfig.AdminPort), Data: hp(nodeconfig.DataPort), Wire: hp(nodeconfig.WirePort)})

@@ -370,6 +370,9 @@ func (a *attempts) of(id string) int {
 type ingester struct {
 	mu    sync.Mutex
 	acked map[string]uint16
+	// order is each writer's acknowledged events in the order they were
+	// acknowledged (a writer sends its next event only after the ack).
+	order [][]string
 	// firstAck is the first ack per shard since the last mark.
 	firstAck map[uint16]time.Time
 	errs     []error
@@ -380,7 +383,7 @@ type ingester struct {
 
 func ingest(cl *client.Client, workers int) *ingester {
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &ingester{acked: map[string]uint16{}, firstAck: map[uint16]time.Time{}, stop: cancel}
+	in := &ingester{acked: map[string]uint16{}, order: make([][]string, workers), firstAck: map[uint16]time.Time{}, stop: cancel}
 	for w := range workers {
 		in.wg.Add(1)
 		go func() {
@@ -396,6 +399,7 @@ func ingest(cl *client.Client, workers int) *ingester {
 				in.mu.Lock()
 				if err == nil {
 					in.acked[id] = acks[0].Shard
+					in.order[w] = append(in.order[w], id)
 					if _, ok := in.firstAck[acks[0].Shard]; !ok {
 						in.firstAck[acks[0].Shard] = time.Now()
 					}
@@ -453,6 +457,7 @@ func (c *cluster) verify(ctx context.Context, cl *client.Client, in *ingester) {
 	// landed on a different shard each time.
 	type where struct {
 		shards []uint16
+		seqs   []uint64
 		n      int
 	}
 	seen := map[string]*where{}
@@ -478,6 +483,7 @@ func (c *cluster) verify(ctx context.Context, cl *client.Client, in *ingester) {
 				seen[string(e.Payload)] = w
 			}
 			w.shards = append(w.shards, e.Shard)
+			w.seqs = append(w.seqs, e.Seq)
 			w.n++
 			total++
 		}
@@ -512,6 +518,26 @@ func (c *cluster) verify(ctx context.Context, cl *client.Client, in *ingester) {
 	}
 	if missing+extra > 0 {
 		t.Fatalf("%d of %d acknowledged events missing, %d stored more often than sent", missing, len(in.acked), extra)
+	}
+	// Per-shard order as a writer sees it: an event sent after another
+	// was acknowledged on the same shard is stored after every copy of
+	// it, across handoffs and failovers (a shard keeps its seqs).
+	for w, ids := range in.order {
+		after := map[uint16]uint64{} // highest seq of the writer's last event per shard
+		prev := map[uint16]string{}
+		for _, id := range ids {
+			shard, loc := in.acked[id], seen[id]
+			lo, hi := ^uint64(0), uint64(0)
+			for i, s := range loc.shards {
+				if s == shard {
+					lo, hi = min(lo, loc.seqs[i]), max(hi, loc.seqs[i])
+				}
+			}
+			if p, ok := prev[shard]; ok && lo <= after[shard] {
+				t.Fatalf("writer %d: %s (shard %d seq %d) acknowledged after %s but stored at or before its seq %d", w, id, shard, lo, p, after[shard])
+			}
+			after[shard], prev[shard] = hi, id
+		}
 	}
 	if len(in.acked) == 0 {
 		t.Fatal("nothing was acknowledged")
