@@ -11,7 +11,10 @@ import (
 // topology.Balance (so the shards go to the least loaded actives), then
 // asks leaving to drain and checks it reports owning nothing and flushed.
 // It returns the last recorded topology; on error the caller resumes by
-// calling Drain again with it.
+// calling Drain again with it. The node's drain cannot be undone (it
+// refuses every write until it restarts), so a cancelled scale-down that
+// already reached it needs the pod restarted; the handoffs before it can
+// be undone by moving shards back.
 func (d *Driver) Drain(ctx context.Context, cur *topology.Topology, leaving string) (*topology.Topology, error) {
 	t := cur
 	for len(t.OwnedBy(leaving)) > 0 {

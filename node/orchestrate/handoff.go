@@ -85,6 +85,9 @@ func (d *Driver) Handoff(ctx context.Context, cur *topology.Topology, move topol
 	}
 
 	// Step 3: cutover.
+	// TODO(issue 7): move the shard's daemons by the six-phase migration
+	// once the node hosts daemons (Snapshot..Restore before the fence,
+	// Replay..Complete between the fence and this cutover).
 	next, err := topology.WithMove(t, move)
 	if err != nil {
 		return d.abort(ctx, t, move, err)
