@@ -12,7 +12,7 @@ export KUBEBUILDER_ASSETS
 
 # Packages whose tests run with the race detector; envtest suites run
 # without it (the API server dominates their time, not our code).
-RACE_PKGS = ./engine/... ./node/... ./api/... ./cmd/... ./client/...
+RACE_PKGS = ./engine/... ./node/... ./api/... ./cmd/... ./client/... ./hack/... ./test/nodes/...
 ENVTEST_PKGS = ./controllers/... ./test/install/...
 
 .DEFAULT_GOAL := help
@@ -55,10 +55,11 @@ lint: ## Check formatting, vet, and that engine/ imports no Kubernetes package.
 	hack/check-layers.sh
 
 .PHONY: test
-test: tools lint helm-lint ## Run every test: unit (with -race), adapters against real servers, envtest.
+test: tools lint helm-lint ## Run every test: unit and process tests (-race), adapters against real servers, envtest, end-to-end.
 	hack/test-deps.sh
 	go test -race -count=1 $(RACE_PKGS)
 	go test -count=1 -v $(ENVTEST_PKGS) -ginkgo.v
+	$(MAKE) test-e2e
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files are not committed.

@@ -83,6 +83,10 @@ func (c *Client) Topology() *topology.Topology {
 	return c.topo
 }
 
+// refreshTimeout bounds each node's answer during Refresh, so a dead
+// member costs little.
+const refreshTimeout = 2 * time.Second
+
 // Refresh re-learns the topology from the known members, then from the
 // configured addresses, keeping the newest epoch seen.
 func (c *Client) Refresh(ctx context.Context) error {
@@ -93,18 +97,27 @@ func (c *Client) Refresh(ctx context.Context) error {
 		}
 	}
 	candidates = append(candidates, c.opts.Addresses...)
+	// Ask every candidate and keep the newest epoch: the first node to
+	// answer may be cut off from the operator and hold an old topology.
 	var errs []error
 	var best *topology.Topology
+	seen := map[string]bool{}
 	for _, addr := range candidates {
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
 		var t topology.Topology
-		if err := c.get(ctx, addr, "/v1/topology", &t); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+		err := c.get(rctx, addr, "/v1/topology", &t)
+		cancel()
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if best == nil || t.Epoch > best.Epoch {
 			best = &t
 		}
-		break
 	}
 	if best == nil {
 		return fmt.Errorf("client: no node answered with a topology: %w", errors.Join(errs...))

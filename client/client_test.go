@@ -192,3 +192,26 @@ func TestNoNodeAnsweringIsAnError(t *testing.T) {
 		t.Fatal("a client with no reachable node must fail to start")
 	}
 }
+
+func TestRefreshKeepsTheNewestEpochAnyNodeKnows(t *testing.T) {
+	c := newCluster(t)
+	c.push(t, 1, "a")
+	// b hears of epoch 2; a, cut off from the operator, still holds 1.
+	top := &topology.Topology{
+		Cluster: "c", Epoch: 2, LeaseMillis: 60_000, BaseShards: 2,
+		Members: []topology.Member{{Name: "a", Role: topology.Active, Data: c.addrs["a"]}, {Name: "b", Role: topology.Active, Data: c.addrs["b"]}},
+		Shards:  []topology.Shard{{ID: 0, Owner: "b"}, {ID: 1, Owner: "b"}},
+	}
+	if err := c.nodes["b"].ApplyTopology(top); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := New(ctx, Options{Addresses: []string{c.addrs["a"], c.addrs["b"]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cl.Topology().Epoch; got != 2 {
+		t.Fatalf("client learned epoch %d, want the newest, 2", got)
+	}
+}

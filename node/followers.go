@@ -76,9 +76,14 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 				}
 				return tok.Encode(), nil
 			},
-			// The topology is authoritative: after a failover the new owner's
-			// log wins over a suffix only this node had.
-			TruncateDiverged: true,
+			// A diverged log is not cut back automatically: the owner it
+			// diverges from may be a restarted memory-mode node that lost
+			// everything, and cutting would destroy the only copy. The
+			// follower stops and status reports the divergence.
+			// TODO(issue 8): the operator decides (a failover under
+			// ackPolicy Leader legitimately leaves the old owner a suffix
+			// to cut; a restarted owner must be failed over instead).
+			TruncateDiverged: false,
 			SyncBeforeAck:    n.syncBeforeAck,
 			Logger:           n.logger,
 		})
