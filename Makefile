@@ -72,6 +72,11 @@ build: ## Build the manager and mesh-node binaries into bin/.
 	go build -o $(BIN)/manager ./cmd/manager
 	go build -o $(BIN)/mesh-node ./cmd/mesh-node
 
+.PHONY: bench-bus
+bench-bus: ## Side-by-side ingest benchmark: our bus vs JetStream vs Redis streams (prints ratios).
+	hack/test-deps.sh
+	go run ./cmd/bench-bus
+
 .PHONY: run
 run: manifests ## Run the operator against the cluster in KUBECONFIG (installs the CRD first).
 	kubectl apply --server-side -f config/crd/bases
