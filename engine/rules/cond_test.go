@@ -20,8 +20,13 @@ func mustRule(t testing.TB, js string) *Rule {
 
 func holds(t *testing.T, condJSON, payload string) bool {
 	t.Helper()
-	r := mustRule(t, `{"name":"r","require":`+condJSON+`}`)
-	return r.require.eval(decodeDoc([]byte(payload)))
+	set := mustParse(t, `[{"name":"r","require":`+condJSON+`}]`)
+	r := set.rules[0]
+	full := r.require.eval(decodeDoc([]byte(payload)))
+	if extracted := r.require.eval(set.fields.extract([]byte(payload))); extracted != full {
+		t.Fatalf("extracted fields evaluate to %v, the full decode to %v", extracted, full)
+	}
+	return full
 }
 
 func TestComparisonEdges(t *testing.T) {
@@ -65,6 +70,11 @@ func TestComparisonEdges(t *testing.T) {
 		{"not a JSON payload", `{"field":"v","op":"exists"}`, `not json`, false},
 		{"trailing data payload", `{"field":"v","op":"exists"}`, `{"v":1} {"v":2}`, false},
 		{"top-level array", `{"field":"v","op":"exists"}`, `[{"v":1}]`, false},
+		{"stray closing bracket", `{"field":"v","op":"exists"}`, `{"v":1}]`, false},
+		{"duplicate key: last wins", `{"field":"a.b","op":"eq","value":2}`, `{"a":{"b":1},"a":{"b":2}}`, true},
+		{"duplicate key replaced by non-object", `{"field":"a.b","op":"exists"}`, `{"a":{"b":1},"a":5}`, false},
+		{"escaped key", `{"field":"ab","op":"eq","value":"é"}`, `{"a\u0062":"\u00e9"}`, true},
+		{"skips nested noise", `{"field":"z","op":"eq","value":1}`, `{"x":[{"y":"}]\\\"{"},[[]]],"w":{"z":2},"z":1}`, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -158,7 +158,7 @@ func (e *Engine) Evaluate(payloads [][]byte) Verdict {
 	// tallies[rule index][key] counts selected events per rate key.
 	var tallies map[int]map[string]uint64
 	for _, p := range payloads {
-		doc := decodeDoc(p)
+		doc := st.set.fields.extract(p)
 		for i, r := range st.set.rules {
 			if r.when != nil && !r.when.eval(doc) {
 				continue

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -44,6 +46,45 @@ func FuzzParse(f *testing.F) {
 		v2 := NewEngine(again, Options{Now: (&clock{}).now}).Evaluate([][]byte{payload})
 		if v1.Kind != v2.Kind || len(v1.Rules) != len(v2.Rules) {
 			t.Fatalf("round trip changed the verdict: %+v vs %+v", v1, v2)
+		}
+	})
+}
+
+// FuzzExtractMatchesFullDecode: for any payload and any read paths, the
+// fields evaluation extracts equal what a full decode finds at each path.
+func FuzzExtractMatchesFullDecode(f *testing.F) {
+	for _, c := range [][2]string{
+		{`{"a":{"b":1},"c":"x"}`, "a.b,c"},
+		{`{"a":{"b":1},"a":{"b":2}}`, "a.b,a"},
+		{`{"a\u0062":"\u00e9","x":[{"y":"}]\"{"}]}`, "ab,x,x.y"},
+		{`{"v":18446744073709551616123,"w":-0.0e+5}`, "v,w"},
+		{`{"a":5,"a":{"b":true}}`, "a.b"},
+		{"{\"k\xff\":\"v\xfe\"}", "k\uFFFD"},
+		{`[1,2]`, "a"},
+		{`{"a":1}]`, "a"},
+		{` {"a" : { } , "b" : [ ] } `, "a,b,a.c"},
+	} {
+		f.Add([]byte(c[0]), c[1])
+	}
+	f.Fuzz(func(t *testing.T, payload []byte, pathList string) {
+		var tree fieldTree
+		var paths [][]string
+		for _, p := range strings.Split(pathList, ",") {
+			path := strings.Split(p, ".")
+			if len(path) > maxPathSegments {
+				continue
+			}
+			tree.add(path)
+			paths = append(paths, path)
+		}
+		full := decodeDoc(payload)
+		got := tree.extract(payload)
+		for _, p := range paths {
+			fv, fok := lookup(full, p)
+			gv, gok := lookup(got, p)
+			if fok != gok || !reflect.DeepEqual(fv, gv) {
+				t.Fatalf("path %q of %q: full decode %v (%v), extracted %v (%v)", p, payload, fv, fok, gv, gok)
+			}
 		}
 	})
 }

@@ -135,7 +135,11 @@ func New(s Spec) (*Rule, error) {
 }
 
 // Set is an immutable, validated rule set.
-type Set struct{ rules []*Rule }
+type Set struct {
+	rules []*Rule
+	// fields are the paths the rules read, extracted from each payload.
+	fields fieldTree
+}
 
 // Rules lists the set's rules in declaration order.
 func (s *Set) Rules() []*Rule {
@@ -183,6 +187,11 @@ func Compile(specs []Spec) (*Set, error) {
 		}
 		seen[r.name] = true
 		set.rules = append(set.rules, r)
+		set.fields.addCond(r.when)
+		set.fields.addCond(r.require)
+		if r.rate != nil && r.rate.key != nil {
+			set.fields.add(r.rate.key)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
