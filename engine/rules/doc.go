@@ -6,7 +6,9 @@
 //   - Numbers are compared exactly. Payloads are decoded with
 //     json.Decoder.UseNumber, integers stay int64 or uint64, and mixed
 //     signed/unsigned or integer/float comparisons are sign-aware and never
-//     round through float64, so values above 2^53 order correctly.
+//     round through float64, so values above 2^53 order correctly. A
+//     payload number beyond float64's range orders as the infinity of its
+//     sign; a rule constant like that is refused.
 //   - NaN, a missing field and a type mismatch make every ordered
 //     comparison (lt, le, gt, ge) and eq false. "ne" and "notIn" hold for
 //     a present value that is not equal (a type mismatch is not equal), and

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -41,6 +42,21 @@ func parseNumber(s string) (number, error) {
 }
 
 func numberFromJSON(n json.Number) (number, error) { return parseNumber(string(n)) }
+
+// payloadNumber reads a number from an event. A literal beyond float64's
+// range is still ordered correctly: it becomes the infinity of its sign
+// (greater or less than every rule constant, equal to none), where a rule
+// constant like that is refused when the rule is compiled.
+func payloadNumber(n json.Number) (number, bool) {
+	v, err := parseNumber(string(n))
+	if err == nil {
+		return v, true
+	}
+	if f, ferr := strconv.ParseFloat(string(n), 64); math.IsInf(f, 0) && errors.Is(ferr, strconv.ErrRange) {
+		return number{kind: kindFloat, f: f}, true
+	}
+	return number{}, false
+}
 
 // two63 and two64 are 2^63 and 2^64 as float64 (both exact).
 const (

@@ -132,8 +132,8 @@ func compareValue(v any, c scalar) (equal, comparable bool, order int, ordered b
 		if c.kind != scalarNumber {
 			return false, false, 0, false
 		}
-		n, err := numberFromJSON(x)
-		if err != nil {
+		n, ok := payloadNumber(x)
+		if !ok {
 			return false, false, 0, false
 		}
 		o, ok := compareNumbers(n, c.n)
