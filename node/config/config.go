@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/rules"
+	"github.com/purplerain/mesh-operator/engine/subnet"
 )
 
 // FileName is the name of the configuration file inside the mounted
@@ -53,6 +54,45 @@ type Config struct {
 	// Rules are the behaviour rules every ingest must pass (engine/rules
 	// Spec JSON); empty means none. Validated with rules.Compile.
 	Rules []rules.Spec `json:"rules,omitempty"`
+	// Subnets optionally places nodes in the 4-level subnet hierarchy.
+	Subnets *Subnets `json:"subnets,omitempty"`
+}
+
+// Subnets is the subnet assignment policy and the gateway's exports.
+//
+// TODO(issue 11): the node validates this section but does not use it yet:
+// assigning the node's own subnet from its pod labels (downward API) and
+// reporting it in status, and filtering by visibility, come with channels.
+type Subnets struct {
+	// Policy maps node labels onto levels, applied in order.
+	Policy []subnet.Rule `json:"policy,omitempty"`
+	// Exports lists, per channel, the subnets ("3.7") Exported traffic may
+	// reach.
+	Exports map[string][]string `json:"exports,omitempty"`
+}
+
+// Gateway builds the subnet policy and gateway with the fallible
+// constructors (Validate has already reported what is wrong).
+func (s *Subnets) Gateway() (*subnet.Policy, *subnet.Gateway, error) {
+	policy, err := subnet.NewPolicy(s.Policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	exports := map[string][]subnet.ID{}
+	for ch, ids := range s.Exports {
+		for _, text := range ids {
+			id, err := subnet.Parse(text)
+			if err != nil {
+				return nil, nil, fmt.Errorf("exports[%q]: %w", ch, err)
+			}
+			exports[ch] = append(exports[ch], id)
+		}
+	}
+	gw, err := subnet.NewGateway(exports)
+	if err != nil {
+		return nil, nil, err
+	}
+	return policy, gw, nil
 }
 
 // Credentials name the key files the operator mounts from its Secrets.
@@ -220,6 +260,11 @@ func (c *Config) Validate() error {
 			} else {
 				bad("rules", "%v", e)
 			}
+		}
+	}
+	if c.Subnets != nil {
+		if _, _, err := c.Subnets.Gateway(); err != nil {
+			bad("subnets", "%v", err)
 		}
 	}
 	return errors.Join(errs...)

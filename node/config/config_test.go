@@ -116,3 +116,33 @@ func TestRulesAreValidatedWithTheirIndex(t *testing.T) {
 		t.Fatal("unknown field inside a rule accepted")
 	}
 }
+
+// "Untrusted-input panics in subnet config": bad subnet input in the node
+// config is a field error, never a panic.
+func TestUntrustedSubnetConfigIsAFieldError(t *testing.T) {
+	base := `{"cluster":"demo","shards":8,"ackPolicy":"Leader","lease":"2s",
+		"storage":{"mode":"Memory","fsync":"Never"},"credentials":{"operatorPublicKey":"a","clusterKey":"b"},`
+	c, err := Parse([]byte(base + `"subnets":{"policy":[{"label":"region","level":0,"values":{"eu":1}}],"exports":{"alerts":["1.2"]}}}`))
+	if err != nil {
+		t.Fatalf("valid subnets refused: %v", err)
+	}
+	if _, _, err := c.Subnets.Gateway(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{
+		`"subnets":{"policy":[{"label":"region","level":4,"values":{"eu":1}}]}}`,
+		`"subnets":{"policy":[{"label":"region","level":0,"values":{"eu":0}}]}}`,
+		`"subnets":{"exports":{"alerts":["1.0.2"]}}}`,
+		`"subnets":{"exports":{"alerts":["1.2.3.4.5"]}}}`,
+		`"subnets":{"exports":{"":["1"]}}}`,
+	} {
+		_, err := Parse([]byte(base + bad))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "subnets" {
+			t.Errorf("%s: want a subnets field error, got %v", bad, err)
+		}
+	}
+	if _, err := Parse([]byte(base + `"subnets":{"policy":[{"label":"region","level":0,"values":{"eu":256}}]}}`)); err == nil {
+		t.Error("a level value above 255 accepted")
+	}
+}
