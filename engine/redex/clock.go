@@ -33,9 +33,8 @@ type coarseClock struct {
 type clockSource interface {
 	// mono returns monotonic nanoseconds since an arbitrary origin.
 	mono() int64
-	// wall returns Unix nanoseconds and the monotonic reading taken
-	// together with it.
-	wall() (unixNano, mono int64)
+	// wall returns the wall clock in Unix nanoseconds.
+	wall() int64
 }
 
 func newCoarseClock(src clockSource) *coarseClock {
@@ -45,22 +44,25 @@ func newCoarseClock(src clockSource) *coarseClock {
 // now returns the stamp for an append made now. The fast path is small
 // enough to inline into the append.
 func (c *coarseClock) now() int64 {
-	if c.monoNow() < c.until {
+	m := c.monoNow()
+	if m < c.until {
 		return c.stamp
 	}
-	return c.refresh()
+	return c.refresh(m)
 }
 
-func (c *coarseClock) refresh() int64 {
-	var wall, mono int64
+// refresh reads the wall clock. The stamp's validity is counted from m,
+// the monotonic reading taken before the wall read, so it ends no later
+// than ClockResolution after the wall reading itself.
+func (c *coarseClock) refresh(m int64) int64 {
+	var wall int64
 	if c.src != nil {
-		wall, mono = c.src.wall()
+		wall = c.src.wall()
 	} else {
-		t := time.Now()
-		wall, mono = t.UnixNano(), int64(t.Sub(c.origin))
+		wall = time.Now().UnixNano()
 	}
 	c.stamp = wall + int64(ClockResolution)
-	c.until = mono + int64(ClockResolution)
+	c.until = m + int64(ClockResolution)
 	return c.stamp
 }
 

@@ -14,9 +14,9 @@ type fakeClockSource struct {
 }
 
 func (f *fakeClockSource) mono() int64 { return f.monoNs }
-func (f *fakeClockSource) wall() (int64, int64) {
+func (f *fakeClockSource) wall() int64 {
 	f.wallReads++
-	return f.wallNs, f.monoNs
+	return f.wallNs
 }
 func (f *fakeClockSource) advance(d time.Duration) {
 	f.wallNs += int64(d)
