@@ -17,6 +17,14 @@
 //   - A write for a shard this node does not own is refused with a
 //     *NotOwnerError naming the owner's data address; the node does not
 //     forward (clients retry at the owner).
+//   - Every daemon the configuration declares runs once per local shard it
+//     selects (all base shards when its list is empty), owned or followed,
+//     as a compute.Host fed from the shard's local log from seq 0 on
+//     (shardfeed). A follower's hosts are warm copies fed from the
+//     replicated log; when the node gains ownership they keep running
+//     (only their role changes), and they stop when the node neither owns
+//     nor follows the shard. An unknown kind or a config its factory
+//     refuses fails New, naming daemons[i].
 //
 // TODO(issue 7): the node bus (owned shards as engine bus shards over RedEX
 // logs), the data API, replication to followers, fenced handoff, promotion

@@ -10,6 +10,7 @@ import (
 
 	redexadapter "github.com/purplerain/mesh-operator/engine/adapter/redex"
 	"github.com/purplerain/mesh-operator/engine/bus"
+	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/rules"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
@@ -38,6 +39,9 @@ type Node struct {
 	clusterKey    *identity.KeyPair
 	syncBeforeAck bool
 	followers     map[uint16]*follower
+
+	// daemons are the hosted daemon instances (daemons.go).
+	daemons *daemonTable
 
 	// applyMu serialises topology changes, including the bus shard changes
 	// that follow them; mu guards the fields below.
@@ -73,7 +77,10 @@ type Options struct {
 	// RulesClock is the monotonic clock of the rules' rate windows; nil
 	// means real time. Tests inject one.
 	RulesClock func() time.Duration
-	Logger     *slog.Logger
+	// DaemonKinds builds the daemons the configuration declares; nil
+	// means the built-in kinds (engine/compute/daemons).
+	DaemonKinds *compute.Kinds
+	Logger      *slog.Logger
 }
 
 // New returns a node that holds no topology yet. Close releases it.
@@ -90,6 +97,15 @@ func New(opts Options) (*Node, error) {
 	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas,
 		clusterKey: opts.ClusterKey, followers: map[uint16]*follower{},
 		rules: rules.NewEngine(opts.Rules, rules.Options{Now: opts.RulesClock})}
+	var decls []nodeconfig.Daemon
+	if opts.Config != nil {
+		decls = opts.Config.Daemons
+	}
+	dt, err := newDaemonTable(opts.DaemonKinds, decls)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.daemons = dt
 	n.ackStandby = opts.Config != nil && opts.Config.AckPolicy == "Standby"
 	// Under ackPolicy Standby an ack promises the event survives the
 	// owner's loss, so followers sync before they acknowledge.
@@ -107,6 +123,7 @@ func New(opts Options) (*Node, error) {
 // Close drains the node bus and closes every log. A lossy drain is
 // returned as an error (and must be logged loudly by the caller).
 func (n *Node) Close() error {
+	n.closeDaemons()
 	n.closeFollowers()
 	return errors.Join(n.bus.Close(), n.logs.Close())
 }
@@ -152,7 +169,9 @@ func (n *Node) ApplyTopology(t *topology.Topology) error {
 	defer cancel()
 	// Followers first: a shard this node now owns must have no follower
 	// appending to its log when the bus takes it over.
-	return errors.Join(n.syncFollowers(t), n.syncShards(ctx, t))
+	// Daemons last: a shard's log is open (and owned or followed) before
+	// a host is fed from it.
+	return errors.Join(n.syncFollowers(t), n.syncShards(ctx, t), n.syncDaemons(t))
 }
 
 // Topology returns the current topology, nil before the first push. The

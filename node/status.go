@@ -27,6 +27,12 @@ type ShardStatus struct {
 	Lag       uint64 `json:"lag,omitempty"`
 	Connected bool   `json:"connected,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Daemons is how many daemon instances run on the shard here, and
+	// DaemonNext the lowest next seq among those whose feed runs: when it
+	// equals Next every daemon state here is the fold of the whole local
+	// log. A handoff cuts over only then (package orchestrate).
+	Daemons    int    `json:"daemons,omitempty"`
+	DaemonNext uint64 `json:"daemonNext,omitempty"`
 }
 
 // PositionReporter is the owner side of replication as status sees it.
@@ -75,8 +81,18 @@ func (n *Node) ShardStatuses() []ShardStatus {
 }
 
 func (n *Node) fillRange(st *ShardStatus) {
+	// Daemon progress first: read before the log's range, it can only be
+	// behind it, never ahead.
+	count, next, ok := n.daemonProgress(st.ID)
 	if l, err := n.logs.Log(st.ID); err == nil {
 		st.First, st.Next = l.FirstSeq(), l.NextSeq()
+	}
+	st.Daemons = count
+	if ok {
+		st.DaemonNext = next
+	} else if count > 0 {
+		// Every feed halted: nothing to wait for (see daemonProgress).
+		st.DaemonNext = st.Next
 	}
 }
 

@@ -68,6 +68,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("PUT /v1/topology", s.admin(s.putTopology))
 	s.mux.Handle("POST /v1/promote", s.admin(s.promote))
 	s.mux.Handle("POST /v1/drain", s.admin(s.drain))
+	s.mux.Handle("GET /v1/daemons", s.admin(s.daemons))
 	return s, nil
 }
 
@@ -159,6 +160,22 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("promoted", "epoch", req.Topology.Epoch, "shards", req.Shards)
 	writeJSON(w, http.StatusOK, map[string]any{"epoch": req.Topology.Epoch, "shards": s.node.ShardStatuses()})
+}
+
+// Daemons is the GET /v1/daemons answer: every daemon instance the node
+// hosts (owned and followed shards), with its state.
+type Daemons struct {
+	Name    string              `json:"name"`
+	Epoch   uint64              `json:"epoch"`
+	Daemons []node.DaemonStatus `json:"daemons"`
+}
+
+func (s *Server) daemons(w http.ResponseWriter, _ *http.Request) {
+	d := Daemons{Name: s.node.Name(), Daemons: s.node.DaemonStatuses(true)}
+	if t := s.node.Topology(); t != nil {
+		d.Epoch = t.Epoch
+	}
+	writeJSON(w, http.StatusOK, d)
 }
 
 func (s *Server) drain(w http.ResponseWriter, r *http.Request) {

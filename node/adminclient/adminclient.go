@@ -98,6 +98,15 @@ func (c *HTTP) Drain(ctx context.Context) (node.DrainStatus, error) {
 	return st, err
 }
 
+// Daemons reads the daemon instances the node hosts and their states. It
+// is not part of Client: orchestration needs only each shard's daemon
+// progress, which Status carries.
+func (c *HTTP) Daemons(ctx context.Context) (adminapi.Daemons, error) {
+	var d adminapi.Daemons
+	err := c.call(ctx, http.MethodGet, "/v1/daemons", nil, &d)
+	return d, err
+}
+
 func (c *HTTP) call(ctx context.Context, method, path string, in, out any) error {
 	tok, err := c.key.TryIssue(identity.Grant{Subject: c.key.PublicKey(), Scope: identity.ScopeAdmin, TTL: tokenTTL}, c.now())
 	if err != nil {

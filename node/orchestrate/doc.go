@@ -22,7 +22,30 @@
 //   - The cutover is recorded only after the new owner's log reaches the
 //     fenced owner's next seq and that seq stopped moving, so every event
 //     the old owner acknowledged is in the new owner's log.
+//   - The cutover is also recorded only after the new owner's daemons for
+//     the shard (status: daemons, daemonNext) have folded its log to the
+//     fenced owner's next seq, so the daemon state the new owner serves at
+//     the cutover equals what the old owner had.
 //   - Promotion waits out the failed owner's lease (measured from the last
 //     push the caller saw succeed) before any other node owns its shards, so
 //     two owners never accept writes for one shard.
+//
+// Daemons move with a shard as warm copies, not by the six-phase migration
+// of engine/compute/migration. Every node runs the declared daemons on the
+// shards it follows as well as those it owns, fed from its own copy of the
+// shard's log (DESIGN.md §6: standbys keep warm copies). A daemon's state
+// is a deterministic fold of the log, so once the new owner's log equals
+// the fenced owner's and its daemons folded all of it, their state is the
+// old owner's: the migration's Snapshot, Transfer and Restore phases would
+// ship state the new owner already has, Replay is the catch-up wait above,
+// and Cutover is the topology's. The old owner keeps its copies as a
+// follower (topology.WithMove), and a promoted standby owns its warm
+// copies at once. The price is CPU on followers (every daemon runs on
+// every copy of a shard); the gain is that a handoff or failover moves no
+// state over the network and a daemon can never be lost between nodes.
+//
+// TODO(issue 7): a daemon whose feed halted (a user daemon's Process
+// error, or a log pruned under it) does not hold a handoff back and
+// stays behind on the new owner too; moving it by snapshot (the
+// six-phase migration over the wire port) is not done.
 package orchestrate

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/purplerain/mesh-operator/node/adminapi"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -84,10 +85,9 @@ func (d *Driver) Handoff(ctx context.Context, cur *topology.Topology, move topol
 		return d.abort(ctx, t, move, err)
 	}
 
-	// Step 3: cutover.
-	// TODO(issue 7): move the shard's daemons by the six-phase migration
-	// once the node hosts daemons (Snapshot..Restore before the fence,
-	// Replay..Complete between the fence and this cutover).
+	// Step 3: cutover. The shard's daemons need no transfer: To has run
+	// warm copies of them since it followed the shard, and waitFenced saw
+	// them fold the fenced log to its end (see the package doc).
 	next, err := topology.WithMove(t, move)
 	if err != nil {
 		return d.abort(ctx, t, move, err)
@@ -189,7 +189,10 @@ func (d *Driver) waitFenced(ctx context.Context, t *topology.Topology, move topo
 		if next > ownerNext {
 			return false, fmt.Errorf("%s is ahead of the fenced owner on shard %d (%d > %d)", move.To, move.Shard, next, ownerNext)
 		}
-		return next == ownerNext, nil
+		// The new owner's warm daemon copies must have folded the whole
+		// log too, so the cutover hands over state equal to the fenced
+		// owner's (the Replay phase of a migration; see the package doc).
+		return next == ownerNext && daemonsCaughtUp(to, move.Shard, ownerNext), nil
 	})
 }
 
@@ -203,4 +206,15 @@ func withShard(t *topology.Topology, id uint16, f func(*topology.Shard)) *topolo
 		}
 	}
 	return next
+}
+
+// daemonsCaughtUp reports whether the daemons st's node hosts on shard id
+// (as a follower) have folded the log up to next: true when it hosts none.
+func daemonsCaughtUp(st adminapi.Status, id uint16, next uint64) bool {
+	for _, s := range st.Shards {
+		if s.ID == id && s.Role == "follower" {
+			return s.Daemons == 0 || s.DaemonNext >= next
+		}
+	}
+	return false
 }

@@ -1,0 +1,318 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/purplerain/mesh-operator/engine/compute"
+	"github.com/purplerain/mesh-operator/engine/compute/daemons"
+	"github.com/purplerain/mesh-operator/engine/compute/shardfeed"
+	"github.com/purplerain/mesh-operator/engine/cortex"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// Daemon hosting (DESIGN.md §6): every daemon declared in the node
+// configuration runs once per local shard it selects, owned or followed,
+// as a compute.Host fed from the shard's log through shardfeed. A
+// follower's hosts are fed from the replicated log, so they are warm
+// copies: when the node becomes the shard's owner (handoff cutover or
+// promotion) the same hosts keep running with the role changed, and their
+// state is the fold of the same log the old owner folded. Nothing is
+// snapshotted or transferred on a move; see package orchestrate.
+
+// daemonKey names one hosted daemon instance.
+type daemonKey struct {
+	name  string
+	shard uint16
+}
+
+// hostedDaemon is one daemon instance on one local shard.
+type hostedDaemon struct {
+	decl  nodeconfig.Daemon
+	shard uint16
+	host  *compute.Host
+	role  string // "owner" or "follower"
+	feed  *cortex.Driver[shardfeed.Progress]
+	// feedErr is why the last feed halted (nil while it runs).
+	feedErr error
+}
+
+// daemonTable holds the node's hosted daemons. Its lock guards the map and
+// the entries' role/feed fields; it is never held while daemon code runs
+// (starting or closing a feed does not run daemon code under it either:
+// the feed's goroutine delivers with no node lock held).
+type daemonTable struct {
+	kinds *compute.Kinds
+	decls []nodeconfig.Daemon
+	// configs are the decls' configs as the JSON the factories take.
+	configs [][]byte
+
+	mu    sync.Mutex
+	hosts map[daemonKey]*hostedDaemon
+}
+
+// newDaemonTable checks every declaration against kinds (an unknown kind
+// or a config its factory refuses fails at start, naming the field).
+func newDaemonTable(kinds *compute.Kinds, decls []nodeconfig.Daemon) (*daemonTable, error) {
+	if kinds == nil {
+		kinds = daemons.Builtins()
+	}
+	dt := &daemonTable{kinds: kinds, decls: decls, hosts: map[daemonKey]*hostedDaemon{}}
+	for i, d := range decls {
+		var cfg []byte
+		if len(d.Config) > 0 {
+			b, err := json.Marshal(d.Config)
+			if err != nil {
+				return nil, fmt.Errorf("daemons[%d].config: %w", i, err)
+			}
+			cfg = b
+		}
+		if _, err := kinds.New(d.Kind, d.Name, cfg); err != nil {
+			return nil, fmt.Errorf("daemons[%d] (%s): %w", i, d.Name, err)
+		}
+		dt.configs = append(dt.configs, cfg)
+	}
+	return dt, nil
+}
+
+// selects reports whether declaration d runs on shard id.
+func selects(d nodeconfig.Daemon, id uint16, baseShards int) bool {
+	if len(d.Shards) == 0 {
+		return int(id) < baseShards
+	}
+	return slices.Contains(d.Shards, int(id))
+}
+
+// syncDaemons makes the hosted daemons match t: one host per declared
+// daemon and local shard it selects, with the shard's role. A shard the
+// node neither owns nor follows any more has its hosts stopped; a shard
+// whose role changed keeps its hosts (the warm copy becomes the owner's
+// state). A feed that halted is restarted, resuming at its host's cursor.
+// Callers hold applyMu, after syncFollowers and syncShards.
+func (n *Node) syncDaemons(t *topology.Topology) error {
+	dt := n.daemons
+	if len(dt.decls) == 0 {
+		return nil
+	}
+	roles := map[uint16]string{}
+	for _, id := range t.FollowedBy(n.name) {
+		roles[id] = "follower"
+	}
+	for _, id := range t.OwnedBy(n.name) {
+		roles[id] = "owner"
+	}
+	want := map[daemonKey]int{} // -> decl index
+	for i, d := range dt.decls {
+		for id := range roles {
+			if selects(d, id, t.BaseShards) {
+				want[daemonKey{d.Name, id}] = i
+			}
+		}
+	}
+
+	dt.mu.Lock()
+	var stop []*hostedDaemon
+	for k, h := range dt.hosts {
+		if _, ok := want[k]; !ok {
+			stop = append(stop, h)
+			delete(dt.hosts, k)
+		}
+	}
+	dt.mu.Unlock()
+	for _, h := range stop {
+		if h.feed != nil {
+			_ = h.feed.Close()
+		}
+		n.logger.Info("daemon stopped", "daemon", h.decl.Name, "shard", h.shard)
+	}
+
+	var errs []error
+	for k, i := range want {
+		dt.mu.Lock()
+		h, ok := dt.hosts[k]
+		if ok {
+			h.role = roles[k.shard]
+		}
+		dt.mu.Unlock()
+		if !ok {
+			d, err := dt.kinds.New(dt.decls[i].Kind, k.name, dt.configs[i])
+			if err != nil {
+				errs = append(errs, fmt.Errorf("daemon %s on shard %d: %w", k.name, k.shard, err))
+				continue
+			}
+			// TODO(issue 7): start from a persisted snapshot (Disk mode)
+			// instead of folding the whole log again after a restart, and
+			// from a snapshot when retention pruned the log's head (the
+			// feed halts with redex.ErrPruned today).
+			host := compute.NewHost(k.name, dt.decls[i].Kind, dt.configs[i], d, compute.CursorAt(0), compute.HostConfig{})
+			h = &hostedDaemon{decl: dt.decls[i], shard: k.shard, host: host, role: roles[k.shard]}
+			dt.mu.Lock()
+			dt.hosts[k] = h
+			dt.mu.Unlock()
+		}
+		if err := n.ensureFeed(h); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensureFeed starts h's feed unless it is running. A halted feed's error
+// is kept for status and the feed restarted at the host's cursor.
+func (n *Node) ensureFeed(h *hostedDaemon) error {
+	dt := n.daemons
+	dt.mu.Lock()
+	old := h.feed
+	dt.mu.Unlock()
+	if old != nil {
+		if old.IsRunning() {
+			return nil
+		}
+		err := old.Err()
+		_ = old.Close()
+		n.logger.Warn("daemon feed halted; restarting", "daemon", h.decl.Name, "shard", h.shard, "err", err)
+		dt.mu.Lock()
+		h.feedErr = err
+		h.feed = nil
+		dt.mu.Unlock()
+	}
+	l, err := n.logs.Log(h.shard)
+	if err != nil {
+		return fmt.Errorf("daemon %s on shard %d: open log: %w", h.decl.Name, h.shard, err)
+	}
+	feed, err := shardfeed.Start(l, h.host, nil)
+	if err != nil {
+		return fmt.Errorf("daemon %s on shard %d: start feed: %w", h.decl.Name, h.shard, err)
+	}
+	dt.mu.Lock()
+	h.feed = feed
+	dt.mu.Unlock()
+	return nil
+}
+
+// closeDaemons stops every feed (before the logs close).
+func (n *Node) closeDaemons() {
+	dt := n.daemons
+	dt.mu.Lock()
+	hosts := dt.hosts
+	dt.hosts = map[daemonKey]*hostedDaemon{}
+	dt.mu.Unlock()
+	for _, h := range hosts {
+		if h.feed != nil {
+			_ = h.feed.Close()
+		}
+	}
+}
+
+// DaemonStatus is one hosted daemon instance as GET /v1/daemons shows it.
+type DaemonStatus struct {
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`
+	Shard uint16 `json:"shard"`
+	Role  string `json:"role"` // "owner" or "follower"
+	// Next is the next seq of the shard's log the daemon expects: its
+	// state is the fold of entries [0, Next). Through is Next-1, absent
+	// when nothing was applied.
+	Next    uint64  `json:"next"`
+	Through *uint64 `json:"through,omitempty"`
+	// Running says the feed is applying the log; Error is why it halted.
+	Running bool   `json:"running"`
+	Error   string `json:"error,omitempty"`
+	// State is the daemon's state as JSON (the built-in kinds' views),
+	// taken with Next under one hold of the host, so the two agree.
+	State json.RawMessage `json:"state,omitempty"`
+	// StateError says why State is missing (a kind without a view).
+	StateError string `json:"stateError,omitempty"`
+}
+
+// DaemonStatuses reports every hosted daemon instance, sorted by name and
+// shard. withState adds each daemon's state (a snapshot per host).
+func (n *Node) DaemonStatuses(withState bool) []DaemonStatus {
+	dt := n.daemons
+	dt.mu.Lock()
+	type entry struct {
+		h       *hostedDaemon
+		role    string
+		running bool
+		err     error
+	}
+	entries := make([]entry, 0, len(dt.hosts))
+	for _, h := range dt.hosts {
+		e := entry{h: h, role: h.role, err: h.feedErr}
+		if h.feed != nil {
+			e.running = h.feed.IsRunning()
+			if !e.running && h.feed.Err() != nil {
+				e.err = h.feed.Err()
+			}
+		}
+		entries = append(entries, e)
+	}
+	dt.mu.Unlock()
+
+	out := make([]DaemonStatus, 0, len(entries))
+	for _, e := range entries {
+		h := e.h.host
+		st := DaemonStatus{Name: e.h.decl.Name, Kind: h.Kind(), Shard: e.h.shard, Role: e.role, Running: e.running}
+		if e.err != nil {
+			st.Error = e.err.Error()
+		}
+		cur := h.Cursor()
+		if withState {
+			if snap, err := h.Snapshot(); err != nil {
+				st.StateError = err.Error()
+			} else {
+				cur = snap.Cursor
+				if v, err := daemons.StateView(h.Kind(), h.Config(), snap.State); err != nil {
+					st.StateError = err.Error()
+				} else if b, err := json.Marshal(v); err != nil {
+					st.StateError = err.Error()
+				} else {
+					st.State = b
+				}
+			}
+		}
+		st.Next = cur.Next()
+		if through, ok := cur.Through(); ok {
+			st.Through = &through
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b DaemonStatus) int {
+		if a.Name != b.Name {
+			if a.Name < b.Name {
+				return -1
+			}
+			return 1
+		}
+		return int(a.Shard) - int(b.Shard)
+	})
+	return out
+}
+
+// daemonProgress summarises the daemons on shard id for ShardStatus: how
+// many are hosted and the lowest next seq among those whose feed runs (a
+// halted daemon would stay behind on any node, so it does not hold a
+// handoff back; it is reported in DaemonStatuses).
+func (n *Node) daemonProgress(id uint16) (count int, next uint64, ok bool) {
+	dt := n.daemons
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	for k, h := range dt.hosts {
+		if k.shard != id {
+			continue
+		}
+		count++
+		if h.feed == nil || !h.feed.IsRunning() {
+			continue
+		}
+		nx := h.host.Cursor().Next()
+		if !ok || nx < next {
+			next, ok = nx, true
+		}
+	}
+	return count, next, ok
+}
