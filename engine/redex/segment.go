@@ -121,9 +121,8 @@ func decodeFrame(b []byte, wantSeq uint64, maxPayload int, heapOnly bool) (decod
 // on than the bytes left could hold). It returns that frame's offset and
 // seq.
 //
-// Recovery uses it to tell a torn write from corruption, as pebble's
-// record reader does: a torn write leaves a bad suffix with nothing intact
-// after it; bad bytes followed by an intact frame mean the segment was
+// Recovery uses it to tell a torn write from corruption: a torn write
+// leaves a bad suffix with nothing intact after it; bad bytes followed by an intact frame mean the segment was
 // damaged after it was written, and cutting there would drop entries that
 // may have been fsynced. Candidate offsets are filtered on the seq field
 // before any checksum is computed, so scanning a long torn payload is cheap.
