@@ -1,0 +1,308 @@
+package wireapi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/purplerain/mesh-operator/node/dataapi"
+)
+
+// ErrServerClosed is returned by Serve and ServeConn after Close.
+var ErrServerClosed = errors.New("wireapi: server closed")
+
+// ServerOptions configures a Server.
+type ServerOptions struct {
+	// Backend serves the requests; the node implements it.
+	Backend dataapi.Backend
+	// MaxInFlight bounds the requests of one connection being served at
+	// once; the server stops reading the connection while it is reached.
+	// Default 64.
+	MaxInFlight int
+	// ConnBuffer bounds the request payload bytes one connection holds
+	// (partial and in-flight requests); the server stops reading while it
+	// is reached. At least MaxRequestBytes+MaxPacketPayload; default
+	// 32 MiB.
+	ConnBuffer int
+	// WriteTimeout bounds writing one answer; a client that does not read
+	// loses its connection. Default 10 s.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Server serves the binary data API on connections the node's wire port
+// hands it. It is safe for concurrent use.
+type Server struct {
+	o      ServerOptions
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// NewServer returns a server over o.Backend.
+func NewServer(o ServerOptions) (*Server, error) {
+	if o.Backend == nil {
+		return nil, errors.New("wireapi: a backend is required")
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 64
+	}
+	if o.ConnBuffer == 0 {
+		o.ConnBuffer = 32 << 20
+	}
+	if o.ConnBuffer < MaxRequestBytes+MaxPacketPayload {
+		return nil, fmt.Errorf("wireapi: ConnBuffer %d is below MaxRequestBytes+MaxPacketPayload", o.ConnBuffer)
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{o: o, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}, nil
+}
+
+// Serve accepts connections on ln and serves each with ServeConn until
+// Close (then ErrServerClosed) or an accept error. It closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	go func() { <-s.ctx.Done(); _ = ln.Close() }()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("wireapi: accept: %w", err)
+		}
+		go func() { _ = s.ServeConn(conn) }()
+	}
+}
+
+// Close closes every connection and waits for their requests to end.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// ServeConn serves one client connection until the client goes away,
+// breaks the protocol or the server closes. The connection's first packet
+// must still be readable from conn (a wire port that peeked at its header
+// hands over a net.Conn that replays it). It closes conn; the error is nil
+// when the client closed the connection between requests.
+func (s *Server) ServeConn(conn net.Conn) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return ErrServerClosed
+	}
+	s.conns[conn] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &serverConn{s: s, nc: conn, bw: bufio.NewWriterSize(conn, 64<<10), budget: newBudget(s.o.ConnBuffer), inflight: map[uint64]bool{}}
+	var handlers sync.WaitGroup
+	defer func() {
+		cancel()
+		_ = conn.Close()
+		handlers.Wait()
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+	}()
+	sem := make(chan struct{}, s.o.MaxInFlight)
+	pr := newPacketReader(conn)
+	var asm assembler
+	var frames [][]byte
+	for {
+		h, err := pr.header()
+		if err != nil {
+			if errors.Is(err, io.EOF) && asm.cur == nil {
+				return nil
+			}
+			return c.fail(err)
+		}
+		if err := c.budget.acquire(ctx, int(h.PayloadLen)); err != nil {
+			return c.fail(err)
+		}
+		frames, err = pr.payload(h, frames)
+		if err != nil {
+			return c.fail(err)
+		}
+		req, err := asm.add(h, frames)
+		if err != nil {
+			return c.fail(err)
+		}
+		if req == nil {
+			continue
+		}
+		if !c.begin(req.id) {
+			return c.fail(fmt.Errorf("%w: stream %d is already in flight", ErrProtocol, req.id))
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return c.fail(ctx.Err())
+		}
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			defer func() { <-sem }()
+			c.serve(ctx, req)
+		}()
+	}
+}
+
+// serverConn is the state one connection's handlers share.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	budget *budget
+
+	wmu sync.Mutex
+	bw  *bufio.Writer
+	seq uint64
+
+	imu      sync.Mutex
+	inflight map[uint64]bool
+}
+
+func (c *serverConn) begin(id uint64) bool {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	if c.inflight[id] {
+		return false
+	}
+	c.inflight[id] = true
+	return true
+}
+
+func (c *serverConn) end(id uint64) {
+	c.imu.Lock()
+	delete(c.inflight, id)
+	c.imu.Unlock()
+}
+
+func (c *serverConn) fail(err error) error {
+	if errors.Is(err, ErrProtocol) {
+		c.s.o.Logger.Warn("data API client broke the protocol; closing its connection", "remote", c.nc.RemoteAddr().String(), "err", err)
+	}
+	return err
+}
+
+// serve answers one request. The answer's packets go out whole and in
+// order; answers to different requests may overtake each other.
+func (c *serverConn) serve(ctx context.Context, req *request) {
+	defer c.budget.release(req.bytes)
+	p := newPackets(req.id, nil)
+	var err error
+	switch req.kind {
+	case kindIngest:
+		if len(req.events) == 0 {
+			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeBadRequest, Error: fmt.Sprintf("a batch holds 1 to %d events, got 0", MaxBatch)})
+			break
+		}
+		acks, ierr := c.s.o.Backend.Ingest(ctx, req.events)
+		if ierr != nil {
+			err = c.refuse(p, ierr)
+			break
+		}
+		err = appendIngestOK(p, acks)
+	case kindPoll:
+		if req.poll.Limit < 1 || req.poll.Limit > dataapi.MaxPollLimit {
+			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeBadRequest, Error: fmt.Sprintf("limit must be 1 to %d", dataapi.MaxPollLimit)})
+			break
+		}
+		resp, perr := c.s.o.Backend.Poll(ctx, req.poll)
+		if perr != nil {
+			err = c.refuse(p, perr)
+			break
+		}
+		err = appendPollOK(p, resp)
+	}
+	if err != nil {
+		// An answer that cannot be framed (an event too large for a
+		// packet) is refused as internal rather than cut.
+		c.s.o.Logger.Error("data API answer does not fit the wire", "err", err)
+		p = newPackets(req.id, p.buf)
+		_ = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeInternal, Error: err.Error()})
+	}
+	c.end(req.id)
+	c.write(p)
+}
+
+func (c *serverConn) refuse(p *packets, err error) error {
+	body, internal := refusalOf(err)
+	if internal {
+		c.s.o.Logger.Error("data API request failed", "err", err)
+	}
+	return appendRefused(p, body)
+}
+
+func (c *serverConn) write(p *packets) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.o.WriteTimeout))
+	_, err := c.bw.Write(p.stamp(&c.seq))
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		_ = c.nc.Close() // the reader stops; the client sees the connection end
+	}
+}
+
+// budget counts the request bytes a connection may still hold.
+type budget struct {
+	mu      sync.Mutex
+	avail   int
+	changed chan struct{}
+}
+
+func newBudget(n int) *budget { return &budget{avail: n, changed: make(chan struct{})} }
+
+func (b *budget) acquire(ctx context.Context, n int) error {
+	for {
+		b.mu.Lock()
+		if b.avail >= n {
+			b.avail -= n
+			b.mu.Unlock()
+			return nil
+		}
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *budget) release(n int) {
+	b.mu.Lock()
+	b.avail += n
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
