@@ -128,7 +128,7 @@ func (l *Log) openDisk() error {
 			if valid < segHeaderSize {
 				from, want = segHeaderSize, sg.base
 			}
-			// TODO(issue 3): there is no repair path for ErrCorrupt yet
+			// TODO(issue 7): there is no repair path for ErrCorrupt yet
 			// (an explicit, logged cut at the first bad frame that an
 			// operator opts into); today the directory must be fixed by
 			// hand or the replica re-synced from its owner.
