@@ -58,6 +58,13 @@ type inproc struct {
 // member i listens on 127.0.4.(ip+i).
 func newCluster(t *testing.T, ip, actives, standbys int, ackPolicy string, leaseMillis int64) *cluster {
 	t.Helper()
+	return newClusterAt(t, "127.0.4", ip, actives, standbys, ackPolicy, leaseMillis, nil)
+}
+
+// newClusterAt is newCluster on prefix.(ip+i), with configure (may be nil)
+// adjusting the shared configuration before it is validated.
+func newClusterAt(t *testing.T, prefix string, ip, actives, standbys int, ackPolicy string, leaseMillis int64, configure func(*nodeconfig.Config)) *cluster {
+	t.Helper()
 	dir := t.TempDir()
 	op, err := identity.Generate(nil)
 	if err != nil {
@@ -80,6 +87,9 @@ func newCluster(t *testing.T, ip, actives, standbys int, ackPolicy string, lease
 		Storage:     nodeconfig.Storage{Mode: "Memory", Fsync: "Never"},
 		Credentials: nodeconfig.Credentials{OperatorPublicKey: filepath.Join(dir, "operator.pub"), ClusterKey: filepath.Join(dir, "cluster.key")},
 	}
+	if configure != nil {
+		configure(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +106,7 @@ func newCluster(t *testing.T, ip, actives, standbys int, ackPolicy string, lease
 		if i >= actives {
 			role, name = topology.Standby, fmt.Sprintf("s%d", i-actives)
 		}
-		host := fmt.Sprintf("127.0.4.%d", ip+i)
+		host := fmt.Sprintf("%s.%d", prefix, ip+i)
 		hp := func(port int) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
 		c.members = append(c.members, topology.Member{Name: name, Role: role,
 			Admin: hp(nodeconfig.AdminPort), Data: hp(nodeconfig.DataPort), Wire: hp(nodeconfig.WirePort)})
@@ -304,6 +314,12 @@ func (a *attempts) of(id string) int {
 
 // ingest runs workers goroutines (every other one keyed) until ctx ends.
 func ingest(ctx context.Context, cl *client.Client, workers int) (*ingester, *sync.WaitGroup) {
+	return ingestWith(ctx, cl, workers, nil)
+}
+
+// ingestWith is ingest with payloads built by payload from each event's
+// unique id (nil: the id itself). Payloads must stay unique.
+func ingestWith(ctx context.Context, cl *client.Client, workers int, payload func(id string, n int64) []byte) (*ingester, *sync.WaitGroup) {
 	in := &ingester{acked: map[string]uint16{}}
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -311,8 +327,13 @@ func ingest(ctx context.Context, cl *client.Client, workers int) (*ingester, *sy
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				id := fmt.Sprintf("w%d-%d", w, in.seq.Add(1))
+				n := in.seq.Add(1)
+				id := fmt.Sprintf("w%d-%d", w, n)
 				ev := client.Event{Payload: []byte(id)}
+				if payload != nil {
+					ev.Payload = payload(id, n)
+					id = string(ev.Payload)
+				}
 				if w%2 == 0 {
 					ev.Key = []byte(fmt.Sprintf("key-%d", in.seq.Load()%17))
 				}
