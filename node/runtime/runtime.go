@@ -27,6 +27,7 @@ import (
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/replication"
+	"github.com/purplerain/mesh-operator/node/wireapi"
 )
 
 // Options configures a node process.
@@ -121,13 +122,17 @@ func Run(ctx context.Context, o Options) error {
 	errc := make(chan error, 3)
 	go func() { errc <- serveHTTP(adminSrv, lns[0]) }()
 	go func() { errc <- serveHTTP(dataSrv, lns[1]) }()
-	go func() {
-		if err := repl.Serve(lns[2]); err != nil && !errors.Is(err, replication.ErrServerClosed) {
-			errc <- err
-			return
-		}
-		errc <- nil
-	}()
+	// The wire port carries replication and the binary data API; the
+	// first packet's header says which.
+	wireData, err := wireapi.NewServer(wireapi.ServerOptions{Backend: n, Logger: log})
+	if err != nil {
+		closeAll()
+		_ = repl.Close()
+		_ = n.Close()
+		return err
+	}
+	mux := &wireMux{repl: repl, data: wireData, log: log, peeking: map[net.Conn]struct{}{}}
+	go func() { errc <- mux.serve(lns[2]) }()
 	retentionCtx, stopRetention := context.WithCancel(context.Background())
 	retentionDone := make(chan struct{})
 	go func() { defer close(retentionDone); n.RunRetention(retentionCtx, o.RetentionInterval) }()
@@ -151,7 +156,10 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = dataSrv.Shutdown(shutdownCtx)
 	_ = adminSrv.Shutdown(shutdownCtx)
+	_ = lns[2].Close()
+	_ = wireData.Close()
 	closeErr := errors.Join(repl.Close(), n.Close())
+	mux.close()
 	if closeErr != nil {
 		log.Error("MESH-NODE STOPPED WITH EVENTS NOT FLUSHED", "err", closeErr)
 	} else if drainErr == nil && runErr == nil {
