@@ -55,6 +55,42 @@ func TestDaemonsMoveWithHandoffAndPromotion(t *testing.T) {
 		t.Fatalf("a1 hosts visits on shard 0 before it follows it: %v", got)
 	}
 
+	// At the moment the cutover is recorded (the shard still fenced at a0,
+	// its log final), a1's copies must already have folded all of it: the
+	// cutover hands over state equal to the old owner's, not state that
+	// catches up later.
+	var atCutover []string
+	c.mu.Lock()
+	c.onRecord = func(rec *topology.Topology) {
+		if s, _ := rec.Shard(0); s.Owner != "a1" {
+			return
+		}
+		st, err := c.driver.Dial(c.member("a0").Admin).Status(ctx)
+		if err != nil {
+			atCutover = append(atCutover, err.Error())
+			return
+		}
+		ownerNext, _, _, fenced, ok := shardStatus(st, 0, "owner")
+		if !ok || !fenced {
+			atCutover = append(atCutover, fmt.Sprintf("a0 does not hold shard 0 fenced at the cutover: %+v", st.Shards))
+			return
+		}
+		n := 0
+		for _, d := range c.daemons(ctx, "a1").Daemons {
+			if d.Shard != 0 {
+				continue
+			}
+			n++
+			if d.Next != ownerNext {
+				atCutover = append(atCutover, fmt.Sprintf("a1's %s at next %d when the cutover was recorded, the fenced log ends at %d", d.Name, d.Next, ownerNext))
+			}
+		}
+		if n != 2 {
+			atCutover = append(atCutover, fmt.Sprintf("a1 hosts %d daemons on shard 0 at the cutover, want 2", n))
+		}
+	}
+	c.mu.Unlock()
+
 	// Handoff under ingest.
 	ictx, stop := context.WithCancel(ctx)
 	in, wg := ingestWith(ictx, cl, 4, daemonPayload)
@@ -62,6 +98,12 @@ func TestDaemonsMoveWithHandoffAndPromotion(t *testing.T) {
 	moved, err := c.driver.Handoff(ctx, t0, topology.Move{Shard: 0, From: "a0", To: "a1"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.onRecord = nil
+	c.mu.Unlock()
+	if len(atCutover) > 0 {
+		t.Fatalf("at the cutover: %v", atCutover)
 	}
 	time.Sleep(200 * time.Millisecond)
 	stop()
