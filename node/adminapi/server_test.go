@@ -13,6 +13,7 @@ import (
 
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -23,7 +24,10 @@ type harness struct {
 	now      time.Time
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { t.Helper(); return newHarnessConfig(t, nil) }
+
+// newHarnessConfig is newHarness with the node configured by cfg.
+func newHarnessConfig(t *testing.T, cfg *nodeconfig.Config) *harness {
 	t.Helper()
 	op, err := identity.Generate(nil)
 	if err != nil {
@@ -31,7 +35,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{operator: op, now: time.Unix(10_000, 0)}
 	clock := func() time.Time { return h.now }
-	h.node, err = node.New(node.Options{Name: "a", Now: clock})
+	h.node, err = node.New(node.Options{Name: "a", Now: clock, Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
