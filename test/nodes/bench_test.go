@@ -21,7 +21,8 @@ func BenchmarkHandoffPreloadedShard(b *testing.B) {
 		mib = v
 	}
 	ctx := context.Background()
-	c := newCluster(b, 50, "Leader")
+	// No daemons: the benchmark measures the log handoff alone.
+	c := newClusterWith(b, 50, "Leader", nil)
 	c.bootstrap()
 	cl := c.client(ctx)
 	shard := c.ownedBy("a0")[0]

@@ -7,5 +7,7 @@
 // Every test checks that each acknowledged event is stored exactly once
 // (once per time the SDK had to send it, for the few events a node
 // appended but could not acknowledge; never zero times), and that seqs
-// increase per shard in poll order.
+// increase per shard in poll order, and that every declared daemon (a
+// counter and a sum) on each shard's owner equals a reference fold of the
+// shard's events as read back.
 package nodes
