@@ -12,6 +12,14 @@
 // also retried, so a retried event may be stored twice; events carry
 // whatever id the application needs to de-duplicate. Every event the SDK
 // reports as acknowledged was acknowledged by its shard's owner.
+//
+// Transport: ingest and poll go over the HTTP/JSON data API by default, or
+// over the binary data API on each member's wire port (package
+// node/wireapi) with Options.Transport = TransportBinary: one pipelined
+// connection per member, shared by concurrent callers, with the same
+// routing, refusals and retries. The topology is learnt over HTTP with
+// either transport (Options.Addresses are data API addresses).
+// TODO(issue 7): learn the topology over the wire port too.
 package client
 
 import (
@@ -31,6 +39,7 @@ import (
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/refusal"
 	"github.com/purplerain/mesh-operator/node/topology"
+	"github.com/purplerain/mesh-operator/node/wireapi"
 )
 
 // Options configures a Client.
@@ -43,7 +52,21 @@ type Options struct {
 	// RetryBase and RetryMax bound the backoff between retries (defaults
 	// 20 ms and 1 s).
 	RetryBase, RetryMax time.Duration
+	// Transport carries ingest and poll: TransportHTTP (the default) or
+	// TransportBinary.
+	Transport Transport
 }
+
+// Transport selects how ingest and poll reach the nodes.
+type Transport int
+
+const (
+	// TransportHTTP uses the HTTP/JSON data API (member.Data).
+	TransportHTTP Transport = iota
+	// TransportBinary uses the binary data API on the wire port
+	// (member.Wire).
+	TransportBinary
+)
 
 // Client talks to a mesh cluster's data API. It is safe for concurrent use.
 type Client struct {
@@ -53,6 +76,9 @@ type Client struct {
 	mu   sync.RWMutex
 	topo *topology.Topology
 	rr   int
+
+	wmu    sync.Mutex
+	wconns map[string]*wireapi.Conn // by wire address (TransportBinary)
 }
 
 // New returns a client and learns the topology from one of the addresses.
@@ -69,7 +95,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = time.Second
 	}
-	c := &Client{opts: opts, http: opts.HTTPClient}
+	c := &Client{opts: opts, http: opts.HTTPClient, wconns: map[string]*wireapi.Conn{}}
 	if err := c.Refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -155,7 +181,13 @@ func (c *Client) Ingest(ctx context.Context, events ...Event) ([]dataapi.Ack, er
 				batch[j] = events[i]
 			}
 			var resp dataapi.IngestResponse
-			if err := c.post(ctx, addr, "/v1/ingest", dataapi.IngestRequest{Events: batch}, &resp); err != nil {
+			var err error
+			if c.opts.Transport == TransportBinary {
+				resp.Acks, err = c.ingestBinary(ctx, addr, batch)
+			} else {
+				err = c.post(ctx, addr, "/v1/ingest", dataapi.IngestRequest{Events: batch}, &resp)
+			}
+			if err != nil {
 				if !retriable(err) {
 					return nil, err
 				}
@@ -263,6 +295,9 @@ func retriable(err error) bool {
 		}
 		return false
 	}
+	if errors.Is(err, wireapi.ErrConnection) {
+		return true // binary transport: node down or connection broken
+	}
 	var ue *url.Error
 	return errors.As(err, &ue) // transport error: node down or connection broken
 }
@@ -313,6 +348,9 @@ func (c *Client) do(req *http.Request, out any) error {
 
 // pollPage fetches one page from the node at addr.
 func (c *Client) pollPage(ctx context.Context, addr, cursor string, limit int) (dataapi.PollResponse, error) {
+	if c.opts.Transport == TransportBinary {
+		return c.pollBinary(ctx, addr, cursor, limit)
+	}
 	var out dataapi.PollResponse
 	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if cursor != "" {

@@ -1,0 +1,100 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/wireapi"
+)
+
+// Close closes the client's binary connections (nothing to do with
+// TransportHTTP). Requests in flight on them fail.
+func (c *Client) Close() error {
+	c.wmu.Lock()
+	conns := c.wconns
+	c.wconns = map[string]*wireapi.Conn{}
+	c.wmu.Unlock()
+	for _, wc := range conns {
+		_ = wc.Close()
+	}
+	return nil
+}
+
+// wireAddr is the wire port of the member whose data API is at dataAddr.
+func (c *Client) wireAddr(dataAddr string) (string, error) {
+	t := c.Topology()
+	for _, m := range t.Members {
+		if m.Data == dataAddr {
+			if m.Wire == "" {
+				return "", fmt.Errorf("client: member %s has no wire address for the binary transport", m.Name)
+			}
+			return m.Wire, nil
+		}
+	}
+	// Not a member any more: a refresh will route elsewhere.
+	return "", fmt.Errorf("%w: %s is not in the topology", wireapi.ErrConnection, dataAddr)
+}
+
+// wireConn returns the live connection to addr, dialing one if needed.
+func (c *Client) wireConn(ctx context.Context, addr string) (*wireapi.Conn, error) {
+	c.wmu.Lock()
+	wc := c.wconns[addr]
+	c.wmu.Unlock()
+	if wc != nil && wc.Err() == nil {
+		return wc, nil
+	}
+	nc, err := wireapi.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if cur := c.wconns[addr]; cur != nil && cur != wc && cur.Err() == nil {
+		// Another caller dialed first; keep one connection.
+		go func() { _ = nc.Close() }()
+		return cur, nil
+	}
+	if wc != nil {
+		_ = wc.Close()
+	}
+	c.wconns[addr] = nc
+	return nc, nil
+}
+
+// asClientError turns a binary refusal into the SDK's *Error, so retries
+// and errors.As behave as with HTTP.
+func asClientError(err error) error {
+	var re *wireapi.RefusedError
+	if errors.As(err, &re) {
+		return &Error{Status: re.Status(), ErrorResponse: re.ErrorResponse}
+	}
+	return err
+}
+
+func (c *Client) ingestBinary(ctx context.Context, dataAddr string, batch []Event) ([]dataapi.Ack, error) {
+	addr, err := c.wireAddr(dataAddr)
+	if err != nil {
+		return nil, err
+	}
+	wc, err := c.wireConn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	acks, err := wc.Ingest(ctx, batch)
+	return acks, asClientError(err)
+}
+
+func (c *Client) pollBinary(ctx context.Context, dataAddr, cursor string, limit int) (dataapi.PollResponse, error) {
+	addr, err := c.wireAddr(dataAddr)
+	if err != nil {
+		return dataapi.PollResponse{}, err
+	}
+	wc, err := c.wireConn(ctx, addr)
+	if err != nil {
+		return dataapi.PollResponse{}, err
+	}
+	resp, err := wc.Poll(ctx, dataapi.PollRequest{Cursor: cursor, Limit: limit})
+	return resp, asClientError(err)
+}

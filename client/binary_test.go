@@ -1,0 +1,253 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/purplerain/mesh-operator/engine/rules"
+	"github.com/purplerain/mesh-operator/node"
+	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/topology"
+	"github.com/purplerain/mesh-operator/node/wireapi"
+)
+
+// binCluster is two real nodes, each behind its HTTP data API (for the
+// topology) and its binary data API on a loopback wire port 127.0.6.x.
+type binCluster struct {
+	nodes map[string]*node.Node
+	data  map[string]string
+	wire  map[string]string
+	srvs  map[string]*wireapi.Server
+	done  map[string]chan error
+}
+
+func newBinCluster(t *testing.T) *binCluster {
+	t.Helper()
+	c := &binCluster{nodes: map[string]*node.Node{}, data: map[string]string{}, wire: map[string]string{}, srvs: map[string]*wireapi.Server{}, done: map[string]chan error{}}
+	for i, name := range []string{"a", "b"} {
+		n, err := node.New(node.Options{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(dataapi.New(n, nil))
+		c.nodes[name] = n
+		c.data[name] = strings.TrimPrefix(hs.URL, "http://")
+		c.startWire(t, name, fmt.Sprintf("127.0.6.%d:0", 10+i))
+		t.Cleanup(func() {
+			c.stopWire(t, name)
+			hs.Close()
+			if err := n.Close(); err != nil {
+				t.Errorf("close %s: %v", name, err)
+			}
+		})
+	}
+	return c
+}
+
+func (c *binCluster) startWire(t *testing.T, name, addr string) {
+	t.Helper()
+	s, err := wireapi.NewServer(wireapi.ServerOptions{Backend: c.nodes[name]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.wire[name], c.srvs[name], c.done[name] = ln.Addr().String(), s, make(chan error, 1)
+	go func(done chan error) { done <- s.Serve(ln) }(c.done[name])
+}
+
+func (c *binCluster) stopWire(t *testing.T, name string) {
+	if s := c.srvs[name]; s != nil {
+		_ = s.Close()
+		if err := <-c.done[name]; !errors.Is(err, wireapi.ErrServerClosed) {
+			t.Errorf("wire server %s: %v", name, err)
+		}
+		delete(c.srvs, name)
+	}
+}
+
+func (c *binCluster) push(t *testing.T, epoch uint64, owner0 string) {
+	t.Helper()
+	other := map[string]string{"a": "b", "b": "a"}[owner0]
+	top := &topology.Topology{
+		Cluster: "c", Epoch: epoch, LeaseMillis: 60_000, BaseShards: 2,
+		Members: []topology.Member{
+			{Name: "a", Role: topology.Active, Data: c.data["a"], Wire: c.wire["a"]},
+			{Name: "b", Role: topology.Active, Data: c.data["b"], Wire: c.wire["b"]},
+		},
+		Shards: []topology.Shard{{ID: 0, Owner: owner0}, {ID: 1, Owner: other}},
+	}
+	for name, n := range c.nodes {
+		if err := n.ApplyTopology(top); err != nil {
+			t.Fatalf("push to %s: %v", name, err)
+		}
+	}
+}
+
+func newBinClient(t *testing.T, ctx context.Context, addr string) *Client {
+	t.Helper()
+	cl, err := New(ctx, Options{Addresses: []string{addr}, RetryBase: time.Millisecond, Transport: TransportBinary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+func TestBinaryKeyedEventsGoToTheirOwnerAndFollowAMove(t *testing.T) {
+	c := newBinCluster(t)
+	c.push(t, 1, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := newBinClient(t, ctx, c.data["b"])
+	var events []Event
+	for _, k := range keysFor(0, 5) {
+		events = append(events, Event{Key: k, Payload: append([]byte("before-"), k...)})
+	}
+	for _, k := range keysFor(1, 5) {
+		events = append(events, Event{Key: k, Payload: append([]byte("other-"), k...)})
+	}
+	acks, err := cl.Ingest(ctx, events...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range acks {
+		if want := uint16(i / 5); a.Shard != want {
+			t.Fatalf("event %d acknowledged on shard %d, want %d", i, a.Shard, want)
+		}
+	}
+
+	// The shard moves to b; a refuses with not_owner over the wire, the
+	// client refreshes and retries at b.
+	c.push(t, 2, "b")
+	events = events[:0]
+	for _, k := range keysFor(0, 5) {
+		events = append(events, Event{Key: k, Payload: append([]byte("after-"), k...)})
+	}
+	if _, err := cl.Ingest(ctx, events...); err != nil {
+		t.Fatalf("ingest after the move: %v", err)
+	}
+	if cl.Topology().Epoch != 2 {
+		t.Fatalf("client routes by epoch %d, want 2 after the refusal", cl.Topology().Epoch)
+	}
+	for name, prefix := range map[string]string{"a": "before-", "b": "after-"} {
+		l, err := c.nodes[name].Log(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, err := l.Read(0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 5 {
+			t.Fatalf("%s holds %d events of shard 0, want 5", name, len(entries))
+		}
+		for _, e := range entries {
+			if !strings.HasPrefix(string(e.Payload), prefix) {
+				t.Fatalf("%s holds %q, want only %s events", name, e.Payload, prefix)
+			}
+		}
+	}
+}
+
+func TestBinaryPollerReadsEveryOwnerOnceWithOneCursor(t *testing.T) {
+	c := newBinCluster(t)
+	c.push(t, 1, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := newBinClient(t, ctx, c.data["a"])
+	var events []Event
+	for i := range 40 {
+		events = append(events, Event{Payload: []byte(fmt.Sprintf("e%02d", i))})
+	}
+	if _, err := cl.Ingest(ctx, events...); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cl.NewPoller("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 20 {
+		page, err := p.Poll(ctx, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page.Events {
+			if seen[string(e.Payload)] {
+				t.Fatalf("%s read twice", e.Payload)
+			}
+			seen[string(e.Payload)] = true
+		}
+		if !page.HasMore && len(seen) == 40 {
+			break
+		}
+	}
+	if len(seen) != 40 {
+		t.Fatalf("read %d events, want 40", len(seen))
+	}
+}
+
+func TestBinaryRuleRefusalIsNotRetried(t *testing.T) {
+	c := newBinCluster(t)
+	c.push(t, 1, "a")
+	set, err := rules.Parse([]byte(`[{"name":"small","require":{"field":"n","op":"lt","value":10}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		n.SetRules(set)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := newBinClient(t, ctx, c.data["a"])
+	_, err = cl.Ingest(ctx, Event{Key: keysFor(0, 1)[0], Payload: []byte(`{"n":11}`)})
+	var re *RuleRejectedError
+	var ce *Error
+	if !errors.As(err, &re) || re.Rule != "small" || !errors.As(err, &ce) || ce.Status != http.StatusUnprocessableEntity || ctx.Err() != nil {
+		t.Fatalf("want the rule refusal at once, got %v", err)
+	}
+}
+
+func TestBinaryBrokenConnectionIsRedialedAndRetried(t *testing.T) {
+	c := newBinCluster(t)
+	c.push(t, 1, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := newBinClient(t, ctx, c.data["a"])
+	key := keysFor(0, 1)[0]
+	if _, err := cl.Ingest(ctx, Event{Key: key, Payload: []byte("one")}); err != nil {
+		t.Fatal(err)
+	}
+	// a's wire server goes away and comes back on the same address: the
+	// client's connection is dead, the next ingest redials.
+	addr := c.wire["a"]
+	c.stopWire(t, "a")
+	got := make(chan error, 1)
+	go func() {
+		_, err := cl.Ingest(ctx, Event{Key: key, Payload: []byte("two")})
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	c.startWire(t, "a", addr)
+	if err := <-got; err != nil {
+		t.Fatalf("ingest across a wire server restart: %v", err)
+	}
+	l, err := c.nodes["a"].Log(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := l.Read(0, 10)
+	if err != nil || len(entries) != 2 || string(entries[1].Payload) != "two" {
+		t.Fatalf("shard 0 holds %d entries (%v), want one and two", len(entries), err)
+	}
+}
