@@ -144,6 +144,9 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 				errs = append(errs, fmt.Errorf("daemon %s on shard %d: %w", k.name, k.shard, err))
 				continue
 			}
+			// TODO(issue 8): a follower's log cut back (diverged) or reset
+			// (lagged resync) must rebuild its daemon copies; today logs
+			// never shrink under a feed (TruncateDiverged is off).
 			// TODO(issue 7): start from a persisted snapshot (Disk mode)
 			// instead of folding the whole log again after a restart, and
 			// from a snapshot when retention pruned the log's head (the
@@ -219,7 +222,8 @@ type DaemonStatus struct {
 	// when nothing was applied.
 	Next    uint64  `json:"next"`
 	Through *uint64 `json:"through,omitempty"`
-	// Running says the feed is applying the log; Error is why it halted.
+	// Running says the feed is applying the log; Error is why it last
+	// halted (a halted feed restarts at the next topology change).
 	Running bool   `json:"running"`
 	Error   string `json:"error,omitempty"`
 	// State is the daemon's state as JSON (the built-in kinds' views),

@@ -31,4 +31,8 @@
 //     "malformed" counter and skipped, and Process returns no error for it.
 //   - Restore of bytes that do not decode fails and leaves the daemon's
 //     state unchanged.
+//   - Each kind's State returns a JSON view of its state (CounterState,
+//     SumState, TasksState) that shares nothing with the daemon; StateView
+//     builds the same view from a snapshot's state bytes without touching a
+//     running daemon (the node's GET /v1/daemons uses it).
 package daemons
