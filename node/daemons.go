@@ -48,6 +48,9 @@ type hostedDaemon struct {
 type daemonTable struct {
 	kinds *compute.Kinds
 	decls []nodeconfig.Daemon
+	// snapDir is the storage directory in Disk mode, where each hosted
+	// daemon's periodic snapshot is kept (daemonsnap.go); "" in Memory mode.
+	snapDir string
 	// configs are the decls' configs as the JSON the factories take.
 	configs [][]byte
 
@@ -57,11 +60,11 @@ type daemonTable struct {
 
 // newDaemonTable checks every declaration against kinds (an unknown kind
 // or a config its factory refuses fails at start, naming the field).
-func newDaemonTable(kinds *compute.Kinds, decls []nodeconfig.Daemon) (*daemonTable, error) {
+func newDaemonTable(kinds *compute.Kinds, decls []nodeconfig.Daemon, snapDir string) (*daemonTable, error) {
 	if kinds == nil {
 		kinds = daemons.Builtins()
 	}
-	dt := &daemonTable{kinds: kinds, decls: decls, hosts: map[daemonKey]*hostedDaemon{}}
+	dt := &daemonTable{kinds: kinds, decls: decls, snapDir: snapDir, hosts: map[daemonKey]*hostedDaemon{}}
 	for i, d := range decls {
 		var cfg []byte
 		if len(d.Config) > 0 {
@@ -147,11 +150,11 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 			// TODO(issue 8): a follower's log cut back (diverged) or reset
 			// (lagged resync) must rebuild its daemon copies; today logs
 			// never shrink under a feed (TruncateDiverged is off).
-			// TODO(issue 7): start from a persisted snapshot (Disk mode)
-			// instead of folding the whole log again after a restart, and
-			// from a snapshot when retention pruned the log's head (the
-			// feed halts with redex.ErrPruned today).
-			host := compute.NewHost(k.name, dt.decls[i].Kind, dt.configs[i], d, compute.CursorAt(0), compute.HostConfig{})
+			host, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			h = &hostedDaemon{decl: dt.decls[i], shard: k.shard, host: host, role: roles[k.shard]}
 			dt.mu.Lock()
 			dt.hosts[k] = h
@@ -162,6 +165,43 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// newDaemonHost builds the host of a fresh daemon d. In Memory mode it
+// starts at seq 0 of the shard's log. In Disk mode it takes periodic
+// snapshots to a file and starts from the stored one when that still fits
+// the log and the declaration (loadSnapshot), else from seq 0.
+//
+// TODO(issue 7): a log whose head retention pruned past every stored
+// snapshot (or in Memory mode) cannot seed a daemon: its feed halts with
+// redex.ErrPruned and status reports it. Seeding it from a peer's
+// snapshot (the six-phase migration's transfer) is not done.
+func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon) (*compute.Host, error) {
+	dt := n.daemons
+	if dt.snapDir == "" {
+		return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), compute.HostConfig{}), nil
+	}
+	l, err := n.logs.Log(k.shard)
+	if err != nil {
+		return nil, fmt.Errorf("daemon %s on shard %d: open log: %w", k.name, k.shard, err)
+	}
+	store := &snapshotFile{path: snapshotPath(dt.snapDir, k.name, k.shard), log: l}
+	cfg := compute.HostConfig{SnapshotEvery: daemonSnapshotEvery, Store: store}
+	snap, why := loadSnapshot(store.path, kind, config, l)
+	if why != "" {
+		n.logger.Warn("daemon snapshot not used; folding the log from the start", "daemon", k.name, "shard", k.shard, "reason", why)
+	}
+	if snap != nil {
+		h, err := compute.RestoreHost(snap, d, cfg)
+		if err == nil {
+			store.next = snap.Cursor.Next()
+			n.logger.Info("daemon restored from its snapshot", "daemon", k.name, "shard", k.shard, "next", snap.Cursor.Next())
+			return h, nil
+		}
+		// A failed Restore leaves d's (fresh) state intact.
+		n.logger.Warn("daemon snapshot does not restore; folding the log from the start", "daemon", k.name, "shard", k.shard, "err", err)
+	}
+	return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), cfg), nil
 }
 
 // ensureFeed starts h's feed unless it is running. A halted feed's error
@@ -231,10 +271,13 @@ type DaemonStatus struct {
 	State json.RawMessage `json:"state,omitempty"`
 	// StateError says why State is missing (a kind without a view).
 	StateError string `json:"stateError,omitempty"`
+	// SnapshotError is the last periodic snapshot's failure (Disk mode).
+	SnapshotError string `json:"snapshotError,omitempty"`
 }
 
 // DaemonStatuses reports every hosted daemon instance, sorted by name and
-// shard. withState adds each daemon's state (a snapshot per host).
+// shard. withState adds each daemon's state (a snapshot per host, which
+// in Disk mode also refreshes the stored snapshot when it advanced).
 func (n *Node) DaemonStatuses(withState bool) []DaemonStatus {
 	dt := n.daemons
 	dt.mu.Lock()
@@ -263,6 +306,9 @@ func (n *Node) DaemonStatuses(withState bool) []DaemonStatus {
 		st := DaemonStatus{Name: e.h.decl.Name, Kind: h.Kind(), Shard: e.h.shard, Role: e.role, Running: e.running}
 		if e.err != nil {
 			st.Error = e.err.Error()
+		}
+		if err := h.SnapshotErr(); err != nil {
+			st.SnapshotError = err.Error()
 		}
 		cur := h.Cursor()
 		if withState {

@@ -19,8 +19,11 @@
 //     forward (clients retry at the owner).
 //   - Every daemon the configuration declares runs once per local shard it
 //     selects (all base shards when its list is empty), owned or followed,
-//     as a compute.Host fed from the shard's local log from seq 0 on
-//     (shardfeed). A follower's hosts are warm copies fed from the
+//     as a compute.Host fed from the shard's local log (shardfeed) from seq
+//     0 on, or in Disk mode from its newest stored periodic snapshot when
+//     that matches the declaration and lies inside the log (a snapshot is
+//     written only after the log is synced, so it never covers entries a
+//     crash took back). A follower's hosts are warm copies fed from the
 //     replicated log; when the node gains ownership they keep running
 //     (only their role changes), and they stop when the node neither owns
 //     nor follows the shard. An unknown kind or a config its factory

@@ -97,11 +97,17 @@ func New(opts Options) (*Node, error) {
 	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas,
 		clusterKey: opts.ClusterKey, followers: map[uint16]*follower{},
 		rules: rules.NewEngine(opts.Rules, rules.Options{Now: opts.RulesClock})}
-	var decls []nodeconfig.Daemon
+	var (
+		decls   []nodeconfig.Daemon
+		snapDir string
+	)
 	if opts.Config != nil {
 		decls = opts.Config.Daemons
+		if opts.Config.Storage.Mode == "Disk" {
+			snapDir = opts.Config.Storage.Dir
+		}
 	}
-	dt, err := newDaemonTable(opts.DaemonKinds, decls)
+	dt, err := newDaemonTable(opts.DaemonKinds, decls, snapDir)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
