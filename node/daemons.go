@@ -237,8 +237,11 @@ func (n *Node) ensureFeed(h *hostedDaemon) error {
 	return nil
 }
 
-// closeDaemons stops every feed (before the logs close).
+// closeDaemons stops every feed (before the logs close). It holds applyMu
+// so no topology change starts a feed meanwhile.
 func (n *Node) closeDaemons() {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
 	dt := n.daemons
 	dt.mu.Lock()
 	hosts := dt.hosts
