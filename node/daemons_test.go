@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/compute/daemons"
 	"github.com/purplerain/mesh-operator/engine/redex"
@@ -188,6 +190,12 @@ func TestDaemonsRunOnOwnedAndFollowedShardsAndKeepStateWhenOwnershipMoves(t *tes
 		}
 	}
 	checkAgainstReference(t, n, got)
+	if v := daemonGauge(t, n, "mesh_daemon_next_seq", "visits", "1", "follower"); v != 30 {
+		t.Fatalf("mesh_daemon_next_seq of visits on shard 1 = %v, want 30", v)
+	}
+	if v := daemonGauge(t, n, "mesh_daemon_running", "spend", "1", "follower"); v != 1 {
+		t.Fatalf("mesh_daemon_running of spend on shard 1 = %v, want 1", v)
+	}
 
 	// Promotion: a owns shard 1. The same hosts go on (they do not refold
 	// from 0: Processed counts each entry once) and follow new writes.
@@ -293,4 +301,30 @@ func TestDiskNodeResumesDaemonsFromTheirSnapshots(t *testing.T) {
 	if p := hostOf(n, "visits", 0).Processed(); p != 50 {
 		t.Fatalf("with a changed config the daemon folded %d entries, want all 50 from seq 0", p)
 	}
+}
+
+func daemonGauge(t *testing.T, n *Node, name, daemon, shard, role string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(n.NewCollector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["daemon"] == daemon && labels["shard"] == shard && labels["role"] == role {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{daemon=%q,shard=%q,role=%q}", name, daemon, shard, role)
+	return 0
 }

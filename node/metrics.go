@@ -30,9 +30,16 @@ var (
 var descRuleRefused = prometheus.NewDesc("mesh_rule_refused_requests_total",
 	"Ingest requests a behaviour rule refused, by rule and reason (rejected or rate_limited).", []string{"rule", "reason"}, nil)
 
+// descDaemonNext is each hosted daemon's next seq (compare with
+// mesh_shard_next_seq for its lag); descDaemonRunning says its feed runs.
+var (
+	descDaemonNext    = prometheus.NewDesc("mesh_daemon_next_seq", "Next shard sequence number a hosted daemon expects.", []string{"daemon", "shard", "role"}, nil)
+	descDaemonRunning = prometheus.NewDesc("mesh_daemon_running", "1 while a hosted daemon's feed runs, 0 after it halted.", []string{"daemon", "shard", "role"}, nil)
+)
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused} {
+	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused, descDaemonNext, descDaemonRunning} {
 		ch <- d
 	}
 }
@@ -57,6 +64,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if s.Role == "follower" {
 			gauge(descLag, float64(s.Lag), id)
 		}
+	}
+	for _, d := range n.DaemonStatuses(false) {
+		id := strconv.Itoa(int(d.Shard))
+		gauge(descDaemonNext, float64(d.Next), d.Name, id, d.Role)
+		running := 0.0
+		if d.Running {
+			running = 1
+		}
+		gauge(descDaemonRunning, running, d.Name, id, d.Role)
 	}
 	st := n.bus.Stats()
 	counter(descIngested, st.EventsIngested)
