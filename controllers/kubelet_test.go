@@ -45,6 +45,9 @@ type runningPod struct {
 	ip     string
 	cancel context.CancelFunc
 	exited chan error
+	// dead: the node was stopped by the test (kill); the pod stays, not
+	// ready, until revive.
+	dead bool
 }
 
 // nextIP hands out loopback addresses; 127.0.1.0/24 is left to this
@@ -87,11 +90,33 @@ func (k *testKubelet) sync() {
 	}
 	replicas := int(*sts.Spec.Replicas)
 	ready := int32(0)
+	// The StatefulSet shrank: its highest ordinals go.
+	k.mu.Lock()
+	var gone []string
+	for name := range k.pods {
+		var ord int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(name, k.cluster+"-"), "%d", &ord); err == nil && ord >= replicas {
+			gone = append(gone, name)
+		}
+	}
+	k.mu.Unlock()
+	for _, name := range gone {
+		k.stopPod(name)
+	}
 	for i := range replicas {
 		name := fmt.Sprintf("%s-%d", k.cluster, i)
 		k.mu.Lock()
 		rp := k.pods[name]
 		k.mu.Unlock()
+		if rp != nil {
+			// Someone (the operator restarting a drained node) deleted
+			// the pod: its node stops and a fresh one starts next round.
+			pod := &corev1.Pod{}
+			if err := k8sClient.Get(ctx, key(name), pod); apierrors.IsNotFound(err) || (err == nil && pod.DeletionTimestamp != nil) {
+				k.stopPod(name)
+				continue
+			}
+		}
 		if rp == nil {
 			var err error
 			if rp, err = k.startPod(ctx, sts, name); err != nil {
@@ -196,6 +221,52 @@ func (k *testKubelet) reportReady(ctx context.Context, name string, rp *runningP
 	return ready
 }
 
+// stopPod stops a pod's node (if still running) and deletes the pod.
+func (k *testKubelet) stopPod(name string) {
+	k.mu.Lock()
+	rp := k.pods[name]
+	delete(k.pods, name)
+	k.mu.Unlock()
+	if rp != nil && !rp.dead {
+		rp.cancel()
+		select {
+		case <-rp.exited:
+		case <-time.After(15 * time.Second):
+			Fail("node " + name + " did not stop within 15s")
+		}
+	}
+	_ = k8sClient.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}, client.GracePeriodSeconds(0))
+}
+
+// kill stops a pod's node and leaves the pod in place: its readiness
+// probe fails, as for a crashed or hung process.
+func (k *testKubelet) kill(name string) {
+	k.mu.Lock()
+	rp := k.pods[name]
+	k.mu.Unlock()
+	if rp == nil || rp.dead {
+		return
+	}
+	rp.cancel()
+	<-rp.exited
+	k.mu.Lock()
+	rp.dead = true
+	k.mu.Unlock()
+}
+
+// revive replaces a killed pod by a fresh one (new address, empty memory).
+func (k *testKubelet) revive(name string) { k.stopPod(name) }
+
+// ip is the address of a pod's node.
+func (k *testKubelet) ip(name string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if rp := k.pods[name]; rp != nil {
+		return rp.ip
+	}
+	return ""
+}
+
 // dataAddrs are the data API addresses of the running nodes.
 func (k *testKubelet) dataAddrs() []string {
 	k.mu.Lock()
@@ -221,6 +292,10 @@ func (k *testKubelet) stopAll() {
 	for name, rp := range k.pods {
 		delete(k.pods, name)
 		rp.cancel()
+		if rp.dead {
+			_ = k8sClient.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}, client.GracePeriodSeconds(0))
+			continue
+		}
 		select {
 		case err := <-rp.exited:
 			if err != nil && !errors.Is(err, context.Canceled) {

@@ -26,13 +26,17 @@ type LeaseKeeper struct {
 	Log  logr.Logger
 
 	mu       sync.Mutex
-	clusters map[types.NamespacedName]leaseEntry
+	clusters map[types.NamespacedName]*leaseEntry
 	kick     chan struct{}
 }
 
 type leaseEntry struct {
 	topo *topology.Topology
 	key  *identity.KeyPair
+	// since is when the keeper started keeping the cluster; lastPush is,
+	// per member, when the last push to it that it answered returned.
+	since    time.Time
+	lastPush map[string]time.Time
 }
 
 // NewLeaseKeeper returns a keeper that dials nodes over HTTP.
@@ -42,19 +46,30 @@ func NewLeaseKeeper(log logr.Logger) *LeaseKeeper {
 			return adminclient.NewHTTPDialer(key, nil)(addr)
 		},
 		Log:      log,
-		clusters: map[types.NamespacedName]leaseEntry{},
+		clusters: map[types.NamespacedName]*leaseEntry{},
 		kick:     make(chan struct{}, 1),
 	}
 }
 
 // Set records the topology to keep pushing for a cluster and pushes it
-// soon.
+// soon. A topology older than the one kept is ignored (a reconcile that
+// read a stale cache must not make the keeper push an epoch the nodes
+// already left behind).
 func (k *LeaseKeeper) Set(cluster types.NamespacedName, t *topology.Topology, key *identity.KeyPair) {
 	k.mu.Lock()
-	prev, ok := k.clusters[cluster]
-	k.clusters[cluster] = leaseEntry{topo: t, key: key}
+	e, ok := k.clusters[cluster]
+	if ok && t.Epoch < e.topo.Epoch {
+		k.mu.Unlock()
+		return
+	}
+	changed := !ok || e.topo.Epoch != t.Epoch
+	if !ok {
+		e = &leaseEntry{since: time.Now(), lastPush: map[string]time.Time{}}
+		k.clusters[cluster] = e
+	}
+	e.topo, e.key = t, key
 	k.mu.Unlock()
-	if !ok || prev.topo.Epoch != t.Epoch {
+	if changed {
 		select {
 		case k.kick <- struct{}{}:
 		default:
@@ -67,6 +82,45 @@ func (k *LeaseKeeper) Forget(cluster types.NamespacedName) {
 	k.mu.Lock()
 	delete(k.clusters, cluster)
 	k.mu.Unlock()
+}
+
+// LastPush is when the last push to member that it answered returned (the
+// keeper's own renewals and NotePush reports), or the zero time when none
+// is known (for example after an operator restart): the caller must then
+// assume a push may have just happened.
+func (k *LeaseKeeper) LastPush(cluster types.NamespacedName, member string) time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok {
+		return e.lastPush[member]
+	}
+	return time.Time{}
+}
+
+// NotePush records a push to member answered at time at (pushes the
+// operator makes outside the keeper, through the orchestration driver).
+func (k *LeaseKeeper) NotePush(cluster types.NamespacedName, member string, at time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok && at.After(e.lastPush[member]) {
+		e.lastPush[member] = at
+	}
+}
+
+// Unreachable says the keeper has kept the cluster for longer than after
+// and no push to member succeeded within the last after.
+func (k *LeaseKeeper) Unreachable(cluster types.NamespacedName, member string, after time.Duration) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.clusters[cluster]
+	if !ok {
+		return false
+	}
+	last := e.lastPush[member]
+	if last.Before(e.since) {
+		last = e.since
+	}
+	return time.Since(last) > after
 }
 
 // Start implements manager.Runnable: it pushes every round until ctx ends.
@@ -95,11 +149,16 @@ func (k *LeaseKeeper) Start(ctx context.Context) error {
 // round pushes every topology to every member concurrently and returns the
 // wait until the next round.
 func (k *LeaseKeeper) round(ctx context.Context) time.Duration {
+	type job struct {
+		cluster types.NamespacedName
+		topo    *topology.Topology
+		key     *identity.KeyPair
+	}
 	k.mu.Lock()
-	entries := make([]leaseEntry, 0, len(k.clusters))
+	entries := make([]job, 0, len(k.clusters))
 	interval := 2 * time.Second
-	for _, e := range k.clusters {
-		entries = append(entries, e)
+	for name, e := range k.clusters {
+		entries = append(entries, job{name, e.topo, e.key})
 		interval = min(interval, e.topo.Lease()/3)
 	}
 	k.mu.Unlock()
@@ -113,12 +172,28 @@ func (k *LeaseKeeper) round(ctx context.Context) time.Duration {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				// A failover may have recorded a newer epoch since the
+				// round began: never renew the old one (it may make a
+				// failed-over member an owner again).
+				if !k.current(e.cluster, e.topo) {
+					return
+				}
 				if err := k.Dial(e.key, m.Admin).PutTopology(pushCtx, e.topo); err != nil {
 					k.Log.V(1).Info("topology push failed", "cluster", e.topo.Cluster, "member", m.Name, "epoch", e.topo.Epoch, "err", err.Error())
+					return
 				}
+				k.NotePush(e.cluster, m.Name, time.Now())
 			}()
 		}
 	}
 	wg.Wait()
 	return interval
+}
+
+// current says t is still the topology kept for cluster.
+func (k *LeaseKeeper) current(cluster types.NamespacedName, t *topology.Topology) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.clusters[cluster]
+	return ok && e.topo.Epoch == t.Epoch
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +37,10 @@ type MeshClusterReconciler struct {
 	// leases. Nil: topologies are recorded but not pushed (tests of the
 	// Kubernetes side alone).
 	Leases *LeaseKeeper
+
+	// memory is what passes remember of each cluster (failover timers,
+	// blocked scale-downs); see orchestration.go.
+	memory memories
 }
 
 // +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters,verbs=get;list;watch;update;patch
@@ -43,7 +48,7 @@ type MeshClusterReconciler struct {
 // +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -60,6 +65,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if r.Leases != nil {
 			r.Leases.Forget(req.NamespacedName)
 		}
+		r.memory.forget(req.NamespacedName)
 		return r.reconcileDelete(ctx, mc)
 	}
 	if !mc.IsPaused() {
@@ -79,16 +85,33 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	} else {
 		err = r.reconcileChildren(ctx, mc, &obs)
 	}
+	var (
+		op      *operation
+		requeue time.Duration
+	)
+	if err == nil && !mc.IsPaused() {
+		op, requeue, err = r.planOperation(ctx, mc, &obs)
+	}
 	obs.ReconcileError = err
 
 	if statusErr := r.updateStatus(ctx, mc, obs); statusErr != nil {
+		if apierrors.IsConflict(statusErr) {
+			// Our cache is behind our own last record: read again.
+			return ctrl.Result{RequeueAfter: nextStep}, nil
+		}
 		return ctrl.Result{}, errors.Join(err, statusErr)
 	}
 	// Only a recorded topology is pushed (see reconcileTopology).
 	if r.Leases != nil && obs.Topology != nil && obs.OperatorKey != nil {
 		r.Leases.Set(req.NamespacedName, obs.Topology, obs.OperatorKey)
 	}
-	return ctrl.Result{}, err
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if op != nil {
+		return r.runOperation(ctx, mc, &obs, op)
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // reconcileChildren creates or updates every child, in dependency order:
@@ -140,7 +163,9 @@ func (r *MeshClusterReconciler) updateStatus(ctx context.Context, mc *meshv1.Mes
 	if equality.Semantic.DeepEqual(mc.Status, next) {
 		return nil
 	}
-	patch := client.MergeFrom(mc.DeepCopy())
+	// Optimistic locking: a pass that read a stale cache must not
+	// overwrite a newer topology record.
+	patch := client.MergeFromWithOptions(mc.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	mc.Status = next
 	if err := r.Status().Patch(ctx, mc, patch); err != nil {
 		return fmt.Errorf("update status: %w", err)

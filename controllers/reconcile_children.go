@@ -99,13 +99,18 @@ func (r *MeshClusterReconciler) reconcileStatefulSet(ctx context.Context, mc *me
 			sts.Labels, sts.Spec = built.Labels, built.Spec
 			return nil
 		}
-		replicas, blocked := r.desiredReplicas(ctx, mc, sts)
-		obs.ScaleDownBlocked = blocked
-		resources.UpdateStatefulSet(mc, sts, replicas, configHash)
+		resources.UpdateStatefulSet(mc, sts, r.desiredReplicas(mc, sts), configHash)
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if mc.Spec.Storage.PVCRetention == meshv1.PVCDelete && sts.Spec.Replicas != nil {
+		// The data PVCs of ordinals the StatefulSet no longer has: their
+		// members left the topology before it shrank.
+		if err := r.deleteDataPVCs(ctx, mc, int(*sts.Spec.Replicas)); err != nil {
+			return nil, err
+		}
 	}
 	return sts, nil
 }

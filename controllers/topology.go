@@ -19,6 +19,27 @@ type podInfo struct {
 	Ordinal int
 	IP      string
 	Ready   bool
+	// Drained: the node was drained for a scale-down; it refuses writes
+	// until its pod restarts, so it never joins again as it is.
+	Drained bool
+}
+
+// DrainedAnnotation marks a pod whose node the operator drained. A
+// recreated pod does not carry it.
+const DrainedAnnotation = "mesh.purplerain.io/drained"
+
+// ordinalOf is the StatefulSet ordinal in a pod name of cluster mc (-1 if
+// the name is not one).
+func ordinalOf(mc *meshv1.MeshCluster, name string) int {
+	s, ok := strings.CutPrefix(name, mc.Name+"-")
+	if !ok {
+		return -1
+	}
+	ord, err := strconv.Atoi(s)
+	if err != nil || ord < 0 {
+		return -1
+	}
+	return ord
 }
 
 // podInfos extracts the node pods of mc that have an address, by name.
@@ -33,7 +54,7 @@ func podInfos(mc *meshv1.MeshCluster, pods []corev1.Pod) map[string]podInfo {
 		if err != nil || ord < 0 {
 			continue
 		}
-		info := podInfo{Name: p.Name, Ordinal: ord, IP: p.Status.PodIP}
+		info := podInfo{Name: p.Name, Ordinal: ord, IP: p.Status.PodIP, Drained: p.Annotations[DrainedAnnotation] == "true"}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
 				info.Ready = true
@@ -78,10 +99,16 @@ func topologyFromStatus(mc *meshv1.MeshCluster) *topology.Topology {
 // It places base shards over the actives at creation, lets pods that
 // appear later join (standbys follow every shard; new actives own nothing
 // until balancing moves shards to them), and follows members to their new
-// addresses when a pod is recreated.
+// addresses when a pod is recreated. A joining pod is active while the
+// members kept by the spec have fewer actives than spec.nodes (roles
+// follow counts, not ordinals: a failover swaps an active and a standby).
+// Drained pods never join (they must restart first).
 //
-// TODO(issue 8): balancing scale-up by fenced handoffs, safe scale-down,
-// failover by promotion, autoscaled shards.
+// Moving shards (rebalancing, scale-down, failover) is not planned here
+// but by the operations in reconcile_rebalance.go, reconcile_scaling.go
+// and reconcile_failover.go, one step per pass.
+//
+// TODO(issue 8): autoscaled shards.
 func planTopology(mc *meshv1.MeshCluster, current *topology.Topology, pods map[string]podInfo) (*topology.Topology, bool) {
 	nodes := int(mc.Spec.Nodes)
 	replicas := int(mc.Spec.Replicas())
@@ -93,7 +120,7 @@ func planTopology(mc *meshv1.MeshCluster, current *topology.Topology, pods map[s
 	}
 	var joining []podInfo
 	for _, p := range pods {
-		if p.IP != "" && p.Ordinal < replicas {
+		if p.IP != "" && p.Ordinal < replicas && !p.Drained {
 			joining = append(joining, p)
 		}
 	}
@@ -121,6 +148,19 @@ func planTopology(mc *meshv1.MeshCluster, current *topology.Topology, pods map[s
 
 	next := current.Clone()
 	changed := false
+	actives := 0
+	for _, m := range next.Members {
+		if m.Role == topology.Active && ordinalOf(mc, m.Name) < replicas {
+			actives++
+		}
+	}
+	role = func(int) topology.Role {
+		if actives < nodes {
+			actives++
+			return topology.Active
+		}
+		return topology.Standby
+	}
 	if lease := mc.Spec.Standby.LeaseDuration.Milliseconds(); lease != next.LeaseMillis {
 		next.LeaseMillis, changed = lease, true
 	}

@@ -13,7 +13,7 @@ func Degraded(o Observation) metav1.Condition {
 	switch {
 	case o.ReconcileError != nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "ReconcileFailed", o.ReconcileError.Error()
-	case o.Topology != nil && o.Cluster.Status.Phase == meshv1.PhaseRunning && notReadyOwners(o) > 0:
+	case o.Topology != nil && Started(o.Cluster) && notReadyOwners(o) > 0:
 		// It was running: an owner went away.
 		c.Status, c.Reason = metav1.ConditionTrue, "OwnerNotReady"
 		c.Message = plural(int32(notReadyOwners(o)), "shard") + " without a ready owner"
@@ -31,4 +31,17 @@ func notReadyOwners(o Observation) int {
 		}
 	}
 	return n
+}
+
+// Started says the cluster was available once: its phase moved past
+// Pending and Creating. An owner that is not ready then is a failure, not
+// a pod still starting.
+func Started(mc *meshv1.MeshCluster) bool {
+	switch mc.Status.Phase {
+	case "", meshv1.PhasePending, meshv1.PhaseCreating:
+		return false
+	case meshv1.PhasePaused, meshv1.PhaseDeleting:
+		return mc.Status.Epoch > 0
+	}
+	return true
 }

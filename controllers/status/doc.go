@@ -31,7 +31,24 @@ type Observation struct {
 	Topology *topology.Topology
 	// PodReady says which pods are ready, by name.
 	PodReady map[string]bool
+	// Leaving names the members a scale-down is emptying (status
+	// members[].leaving).
+	Leaving map[string]bool
+	// Operation, when set, is the data-plane step this pass runs after the
+	// status update (a shard move, a scale-down step, a promotion).
+	Operation *Operation
 }
+
+// Operation says what the operator is moving; Progressing reports it.
+type Operation struct {
+	// Reason is Rebalancing, ScalingDown or FailingOver.
+	Reason  string
+	Message string
+}
+
+// ReasonFailingOver is the Progressing reason of a promotion; the phase
+// is FailingOver while it is reported.
+const ReasonFailingOver = "FailingOver"
 
 // rolledOut says the StatefulSet controller has seen the latest
 // spec and every pod runs it.

@@ -9,11 +9,14 @@ import (
 )
 
 // Progressing is True while the StatefulSet is being created, resized or
-// rolled out.
+// rolled out, or while the operator moves shards (what moves is the
+// message).
 func Progressing(o Observation) metav1.Condition {
 	c := metav1.Condition{Type: meshv1.ConditionProgressing, ObservedGeneration: o.Cluster.Generation}
 	sts := o.StatefulSet
 	switch {
+	case o.Operation != nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, o.Operation.Reason, o.Operation.Message
 	case sts == nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "Creating", "creating the nodes' StatefulSet"
 	case !rolledOut(sts):

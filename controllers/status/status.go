@@ -23,7 +23,7 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 	if o.StatefulSet != nil {
 		s.ReadyNodes = o.StatefulSet.Status.ReadyReplicas
 	}
-	recordTopology(&s, o)
+	RecordTopology(&s, o)
 	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
@@ -41,8 +41,10 @@ func phase(o Observation, conds []metav1.Condition) meshv1.Phase {
 		return meshv1.PhasePending
 	case meta.IsStatusConditionTrue(conds, meshv1.ConditionDegraded):
 		return meshv1.PhaseDegraded
-	case !meta.IsStatusConditionTrue(conds, meshv1.ConditionAvailable) && o.Cluster.Status.Phase != meshv1.PhaseRunning:
+	case !meta.IsStatusConditionTrue(conds, meshv1.ConditionAvailable) && !Started(o.Cluster):
 		return meshv1.PhaseCreating
+	case o.Operation != nil && o.Operation.Reason == ReasonFailingOver:
+		return meshv1.PhaseFailingOver
 	case meta.IsStatusConditionTrue(conds, meshv1.ConditionProgressing):
 		return meshv1.PhaseScaling
 	default:
@@ -57,9 +59,10 @@ func plural(n int32, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// recordTopology copies the topology into status: the operator's record,
-// from which a restarted operator resumes.
-func recordTopology(s *meshv1.MeshClusterStatus, o Observation) {
+// RecordTopology copies o's topology into s: the operator's record, from
+// which a restarted operator resumes. Members in o.Leaving are marked
+// leaving.
+func RecordTopology(s *meshv1.MeshClusterStatus, o Observation) {
 	t := o.Topology
 	if t == nil {
 		s.Nodes, s.ShardCount = 0, 0
@@ -79,9 +82,10 @@ func recordTopology(s *meshv1.MeshClusterStatus, o Observation) {
 		// Keep what the operator learned of the member's lag.
 		for _, old := range s.Members {
 			if old.Name == m.Name {
-				ms.Lag, ms.Leaving = old.Lag, old.Leaving
+				ms.Lag = old.Lag
 			}
 		}
+		ms.Leaving = o.Leaving[m.Name]
 		if m.Role == topology.Active {
 			s.Nodes++
 		}

@@ -1,0 +1,391 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	meshclient "github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// ingestLoad ingests continuously through the SDK from one writer and
+// records every acknowledged event. Keyed events carry their key and a
+// sequence number in the payload ("<n>/<key>"), so the read-back can check
+// that one writer's events of a key are stored in the order it sent them.
+type ingestLoad struct {
+	mu     sync.Mutex
+	acked  map[string]bool
+	failed int
+	stopCh chan struct{}
+	done   chan struct{}
+}
+
+func startIngest(sdk *meshclient.Client) *ingestLoad {
+	l := &ingestLoad{acked: map[string]bool{}, stopCh: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer GinkgoRecover()
+		defer close(l.done)
+		for n := 0; ; n += 8 {
+			select {
+			case <-l.stopCh:
+				return
+			default:
+			}
+			var batch []meshclient.Event
+			for i := n; i < n+8; i++ {
+				e := meshclient.Event{Payload: []byte(fmt.Sprintf("%d/", i))}
+				if i%2 == 1 {
+					k := fmt.Sprintf("k%d", i%13)
+					e.Key, e.Payload = []byte(k), []byte(fmt.Sprintf("%d/%s", i, k))
+				}
+				batch = append(batch, e)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := sdk.Ingest(ctx, batch...)
+			cancel()
+			l.mu.Lock()
+			if err != nil {
+				l.failed++
+			} else {
+				for _, e := range batch {
+					l.acked[string(e.Payload)] = true
+				}
+			}
+			l.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	DeferCleanup(l.stop)
+	return l
+}
+
+func (l *ingestLoad) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+func (l *ingestLoad) stop() {
+	select {
+	case <-l.stopCh:
+	default:
+		close(l.stopCh)
+	}
+	<-l.done
+}
+
+// expectEveryAckRead reads the whole cluster from the beginning and checks
+// that every acknowledged event is there, that seqs grow per shard, and
+// that each key's events are stored in the order they were sent.
+func expectEveryAckRead(sdk *meshclient.Client, l *ingestLoad) {
+	l.stop()
+	ctx := context.Background()
+	Expect(sdk.Refresh(ctx)).To(Succeed())
+	poller, err := sdk.NewPoller("")
+	Expect(err).NotTo(HaveOccurred())
+	seen := map[string]bool{}
+	lastSeq := map[uint16]uint64{}
+	lastOfKey := map[string]int{}
+	missing := func() int {
+		n := 0
+		for p := range l.acked {
+			if !seen[p] {
+				n++
+			}
+		}
+		return n
+	}
+	Eventually(func(g Gomega) int {
+		page, err := poller.Poll(ctx, 500)
+		g.Expect(err).NotTo(HaveOccurred())
+		for _, e := range page.Events {
+			prev, ok := lastSeq[e.Shard]
+			g.Expect(!ok || e.Seq > prev).To(BeTrue(), "shard %d: seq %d after %d", e.Shard, e.Seq, prev)
+			lastSeq[e.Shard] = e.Seq
+			p := string(e.Payload)
+			if seen[p] {
+				continue // a retried, unacknowledged batch may be stored twice
+			}
+			seen[p] = true
+			num, k, _ := strings.Cut(p, "/")
+			if k == "" || !l.acked[p] {
+				continue
+			}
+			i, _ := strconv.Atoi(num)
+			if last, ok := lastOfKey[k]; ok {
+				g.Expect(i).To(BeNumerically(">", last), "key %s: event %d stored after %d", k, i, last)
+			}
+			lastOfKey[k] = i
+		}
+		return missing()
+	}, 30*time.Second, 20*time.Millisecond).Should(BeZero(), "acknowledged events not read back")
+	fmt.Fprintf(GinkgoWriter, "read back all %d acknowledged events (%d ingest calls failed and were not acknowledged)\n", len(l.acked), l.failed)
+}
+
+func ownedCounts(mc *meshv1.MeshCluster) map[string]int {
+	out := map[string]int{}
+	for _, m := range mc.Status.Members {
+		if m.Role == meshv1.RoleActive {
+			out[m.Name] = 0
+		}
+	}
+	for _, s := range mc.Status.Shards {
+		out[s.Owner]++
+	}
+	return out
+}
+
+func ordinal(cluster, pod string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(pod, cluster+"-"))
+	Expect(err).NotTo(HaveOccurred())
+	return n
+}
+
+func waitAvailable(name string) *meshv1.MeshCluster {
+	var got *meshv1.MeshCluster
+	Eventually(func(g Gomega) {
+		got = getCluster(g, name)
+		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, meshv1.ConditionAvailable)).To(BeTrue(), "%v", got.Status.Conditions)
+		g.Expect(got.Status.Phase).To(Equal(meshv1.PhaseRunning))
+	}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
+	return got
+}
+
+func updateCluster(name string, mutate func(*meshv1.MeshCluster)) {
+	Eventually(func(g Gomega) {
+		got := getCluster(g, name)
+		mutate(got)
+		g.Expect(k8sClient.Update(context.Background(), got)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}
+
+func eventReasons(g Gomega, name, typ string) []string {
+	var out []string
+	for _, e := range eventsFor(g, name) {
+		if e.Type == typ {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
+}
+
+var _ = Describe("Orchestration with real nodes", func() {
+	ctx := context.Background()
+
+	create := func(name string, mutate func(*meshv1.MeshCluster)) (*testKubelet, *meshclient.Client) {
+		mc := newCluster(name)
+		mc.Spec.Shards.Count = 8
+		mutate(mc)
+		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
+		kubelet := startKubelet(name)
+		waitAvailable(name)
+		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond})
+		Expect(err).NotTo(HaveOccurred())
+		return kubelet, sdk
+	}
+
+	It("rebalances a scale-up 3→5 and scales down safely 5→2 under ingest, losing nothing acknowledged", func() {
+		const name = "scale"
+		_, sdk := create(name, func(mc *meshv1.MeshCluster) { mc.Spec.Standby.AckPolicy = meshv1.AckStandby })
+		load := startIngest(sdk)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("scaling up to 5 actives: shards move to the new ones, max skew 1")
+		start := time.Now()
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 5 })
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			counts := ownedCounts(got)
+			g.Expect(counts).To(HaveLen(5), "%v", counts)
+			lo, hi := 1<<30, 0
+			for _, n := range counts {
+				lo, hi = min(lo, n), max(hi, n)
+			}
+			g.Expect(hi-lo).To(BeNumerically("<=", 1), "%v", counts)
+			g.Expect(got.Status.Members).To(HaveLen(6))
+			g.Expect(meta.IsStatusConditionFalse(got.Status.Conditions, meshv1.ConditionProgressing)).To(BeTrue(), "%v", got.Status.Conditions)
+			for _, s := range got.Status.Shards {
+				g.Expect(s.Fenced).To(BeFalse())
+			}
+		}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
+		fmt.Fprintf(GinkgoWriter, "scale-up 3→5 balanced in %s\n", time.Since(start).Round(time.Millisecond))
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("ShardMoved"))
+		before := load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", before+100), "ingest goes on after the moves")
+
+		By("scaling down to 2 actives: the StatefulSet shrinks only after the leaving members left the topology")
+		violations := make(chan string, 1)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(watched)
+			for watchCtx.Err() == nil {
+				// StatefulSet first, then the cluster: a shrink must be
+				// preceded by the record of the members' removal.
+				sts := getSTS(name)(Default)
+				mc := getCluster(Default, name)
+				for _, m := range mc.Status.Members {
+					if ordinal(name, m.Name) >= int(*sts.Spec.Replicas) {
+						select {
+						case violations <- fmt.Sprintf("StatefulSet at %d replicas while %s is a member (epoch %d)", *sts.Spec.Replicas, m.Name, mc.Status.Epoch):
+						default:
+						}
+					}
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		start = time.Now()
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 2 })
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			g.Expect(*getSTS(name)(g).Spec.Replicas).To(Equal(int32(3)))
+			var names []string
+			for _, m := range got.Status.Members {
+				names = append(names, fmt.Sprintf("%s:%s", m.Name, m.Role))
+				g.Expect(m.Leaving).To(BeFalse())
+			}
+			g.Expect(names).To(ConsistOf("scale-0:active", "scale-1:active", "scale-2:standby"))
+			g.Expect(ownedCounts(got)).To(Equal(map[string]int{"scale-0": 4, "scale-1": 4}))
+			for _, s := range got.Status.Shards {
+				g.Expect(s.Followers).To(ContainElement("scale-2"), "shard %d", s.ID)
+				g.Expect(s.Followers).NotTo(ContainElements("scale-3", "scale-4", "scale-5"), "shard %d", s.ID)
+			}
+			g.Expect(meta.IsStatusConditionFalse(got.Status.Conditions, meshv1.ConditionScaleDownBlocked)).To(BeTrue())
+		}, 90*time.Second, 100*time.Millisecond).Should(Succeed())
+		fmt.Fprintf(GinkgoWriter, "scale-down 5→2 done in %s\n", time.Since(start).Round(time.Millisecond))
+		stopWatch()
+		<-watched
+		Expect(violations).NotTo(Receive())
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElements("Drained", "MembersLeft", "ScaledDown"))
+		before = load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", before+100), "ingest goes on after the scale-down")
+
+		By("reading back every acknowledged event")
+		expectEveryAckRead(sdk, load)
+	})
+
+	It("refuses a scale-down whose leaving node is unreachable, and keeps reconciling the rest", func() {
+		const name = "stuck"
+		kubelet, _ := create(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
+		})
+		// stuck-2 becomes a standby at nodes 2: its shards must move first.
+		kubelet.kill("stuck-2")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 2 })
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			c := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionScaleDownBlocked)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(c.Message).To(ContainSubstring("stuck-2 is unreachable"))
+			g.Expect(eventReasons(g, name, corev1.EventTypeWarning)).To(ContainElement("ScaleDownBlocked"))
+		}, timeout, interval).Should(Succeed())
+
+		By("not shrinking, and still applying other changes")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Image = "example.org/mesh-node:v2" })
+		Eventually(func(g Gomega) string {
+			return getSTS(name)(g).Spec.Template.Spec.Containers[0].Image
+		}, timeout, interval).Should(Equal("example.org/mesh-node:v2"))
+		Consistently(func(g Gomega) int32 { return *getSTS(name)(g).Spec.Replicas }, 2*time.Second, interval).Should(Equal(int32(4)))
+		got := getCluster(Default, name)
+		Expect(got.Status.Members).To(HaveLen(4))
+		Expect(ownedCounts(got)["stuck-2"]).To(BeNumerically(">", 0))
+
+		By("clearing the condition when the scale-down is withdrawn")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 3 })
+		Eventually(func(g Gomega) bool {
+			return meta.IsStatusConditionFalse(getCluster(g, name).Status.Conditions, meshv1.ConditionScaleDownBlocked)
+		}, timeout, interval).Should(BeTrue())
+	})
+
+	It("promotes the standby when an active's node dies, losing nothing acknowledged under ackPolicy Standby", func() {
+		const name = "fo"
+		kubelet, sdk := create(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Second}
+		})
+		before := getCluster(Default, name)
+		var victimShard uint16
+		for _, s := range before.Status.Shards {
+			if s.Owner == "fo-0" {
+				victimShard = uint16(s.ID)
+				break
+			}
+		}
+		load := startIngest(sdk)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("killing fo-0's node (the pod stays, not ready)")
+		killed := time.Now()
+		kubelet.kill("fo-0")
+
+		By("promoting fo-2 for fo-0's shards at a new epoch")
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			g.Expect(ownedCounts(got)).NotTo(HaveKey("fo-0"))
+			g.Expect(ownedCounts(got)["fo-2"]).To(BeNumerically(">", 0))
+			g.Expect(got.Status.Epoch).To(BeNumerically(">", before.Status.Epoch))
+			for _, s := range got.Status.Shards {
+				g.Expect(s.Owner).To(BeElementOf("fo-1", "fo-2"))
+			}
+		}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+		promoted := time.Since(killed)
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeWarning) }, timeout, interval).Should(ContainElement("FailingOver"))
+
+		By("accepting writes to a shard fo-0 owned")
+		var k []byte
+		for i := 0; ; i++ {
+			k = []byte(fmt.Sprintf("probe-%d", i))
+			if topology.KeyShard(k, 8) == victimShard {
+				break
+			}
+		}
+		Eventually(func() error {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := sdk.Ingest(ictx, meshclient.Event{Key: k, Payload: []byte("probe")})
+			return err
+		}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+		fmt.Fprintf(GinkgoWriter, "failover: promoted %s after the kill (failoverAfter 1s, lease 2s), shard %d writable %s after the kill\n",
+			promoted.Round(time.Millisecond), victimShard, time.Since(killed).Round(time.Millisecond))
+
+		By("bringing fo-0 back as a standby that follows every shard")
+		kubelet.revive("fo-0")
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			var roles []string
+			for _, m := range got.Status.Members {
+				roles = append(roles, fmt.Sprintf("%s:%s:%v", m.Name, m.Role, m.Ready))
+			}
+			g.Expect(roles).To(ConsistOf("fo-0:standby:true", "fo-1:active:true", "fo-2:active:true"))
+			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, meshv1.ConditionAvailable)).To(BeTrue())
+			for _, s := range got.Status.Shards {
+				g.Expect(s.Followers).To(ContainElement("fo-0"), "shard %d", s.ID)
+			}
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+		n := load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))
+
+		By("reading back every acknowledged event")
+		expectEveryAckRead(sdk, load)
+		Expect(slices.Contains(kubelet.dataAddrs(), "")).To(BeFalse())
+	})
+})
