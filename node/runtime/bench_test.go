@@ -181,3 +181,36 @@ func BenchmarkLoopbackTCP(b *testing.B) {
 	c.Close()
 	<-got
 }
+
+// BenchmarkNodeIngestInProcess is the ceiling without a transport: the
+// same producers calling the node's Ingest directly (ackPolicy Leader).
+func BenchmarkNodeIngestInProcess(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("size=64/batch=%d", batch), func(b *testing.B) {
+			r := newRig(b, 60+batch%7, "Leader")
+			defer r.stop()
+			events := make([]client.Event, batch)
+			for i := range events {
+				events[i] = client.Event{Payload: make([]byte, 64)}
+			}
+			b.SetBytes(int64(64 * batch))
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range producers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						if _, err := r.owner.Ingest(context.Background(), events); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
