@@ -74,7 +74,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 
-	obs := status.Observation{Cluster: mc}
+	obs := status.Observation{Cluster: mc, Migrations: mc.Status.Migrations}
 	var err error
 	if mc.IsPaused() {
 		logger.V(1).Info("paused: observing only")

@@ -36,7 +36,10 @@ type operation struct {
 	reason, message string
 	// scaleDown: a failure blocks the scale-down (ScaleDownBlocked).
 	scaleDown bool
-	run       func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error
+	// move is the shard move the step runs, recorded in status.migrations
+	// before it starts.
+	move *topology.Move
+	run  func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error
 }
 
 // clusterMemory is what the reconciler remembers of a cluster between
@@ -114,6 +117,9 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	if op != nil {
 		return op, 0, nil
 	}
+	if op := r.planResume(mc, t, obs); op != nil {
+		return op, 0, nil
+	}
 	scale, pending, err := r.planScaling(ctx, mc, t, pods, obs)
 	if err != nil {
 		return nil, 0, err
@@ -124,6 +130,9 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 		obs.ScaleDownBlocked = blocked
 	}
 	if scale != nil {
+		if scale.move != nil {
+			obs.Migrations = []meshv1.MigrationStatus{migration(*scale.move)}
+		}
 		if wait := time.Until(retryAt); wait > 0 {
 			return nil, wait, nil
 		}
@@ -134,6 +143,7 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	}
 	if op := r.planRebalance(mc, t); op != nil {
 		obs.Operation = &status.Operation{Reason: op.reason, Message: op.message}
+		obs.Migrations = []meshv1.MigrationStatus{migration(*op.move)}
 		if wait := time.Until(retryAt); wait > 0 {
 			return nil, wait, nil
 		}

@@ -388,4 +388,73 @@ var _ = Describe("Orchestration with real nodes", func() {
 		expectEveryAckRead(sdk, load)
 		Expect(slices.Contains(kubelet.dataAddrs(), "")).To(BeFalse())
 	})
+
+	It("finishes a scale-down exactly once when the operator restarts in the middle, losing nothing acknowledged", func() {
+		const name = "resume"
+		_, sdk := create(name, func(mc *meshv1.MeshCluster) { mc.Spec.Standby.AckPolicy = meshv1.AckStandby })
+		load := startIngest(sdk)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("lowering nodes to 2 and restarting the operator once the scale-down moves shards")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 2 })
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, 10*time.Millisecond).Should(ContainElement("ShardMoving"))
+		stopManager()
+		mid := getCluster(Default, name)
+		fmt.Fprintf(GinkgoWriter, "operator stopped at epoch %d, migrations %v\n", mid.Status.Epoch, mid.Status.Migrations)
+		startManager()
+
+		By("completing from the record in status")
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			g.Expect(*getSTS(name)(g).Spec.Replicas).To(Equal(int32(3)))
+			var names []string
+			for _, m := range got.Status.Members {
+				names = append(names, fmt.Sprintf("%s:%s", m.Name, m.Role))
+			}
+			g.Expect(names).To(ConsistOf("resume-0:active", "resume-1:active", "resume-2:standby"))
+			g.Expect(ownedCounts(got)).To(Equal(map[string]int{"resume-0": 4, "resume-1": 4}))
+			g.Expect(got.Status.Migrations).To(BeEmpty())
+			for _, s := range got.Status.Shards {
+				g.Expect(s.Fenced).To(BeFalse())
+			}
+		}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("ScaledDown"))
+		Consistently(func(g Gomega) map[string]int {
+			n := map[string]int{}
+			for _, r := range eventReasons(g, name, corev1.EventTypeNormal) {
+				n[r]++
+			}
+			return map[string]int{"MembersLeft": n["MembersLeft"], "ScaledDown": n["ScaledDown"]}
+		}, time.Second, 200*time.Millisecond).Should(Equal(map[string]int{"MembersLeft": 1, "ScaledDown": 1}))
+
+		By("reading back every acknowledged event")
+		expectEveryAckRead(sdk, load)
+	})
+
+	It("restarts a kept pod whose node was drained (a cancelled scale-down), and it rejoins", func() {
+		const name = "cancel"
+		_, _ = create(name, func(mc *meshv1.MeshCluster) {})
+		pod := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, key("cancel-2"), pod)).To(Succeed())
+		oldUID, oldIP := pod.UID, pod.Status.PodIP
+		patch := client.MergeFrom(pod.DeepCopy())
+		pod.Annotations = map[string]string{"mesh.purplerain.io/drained": "true"}
+		Expect(k8sClient.Patch(ctx, pod, patch)).To(Succeed())
+		Eventually(func(g Gomega) {
+			p := &corev1.Pod{}
+			g.Expect(k8sClient.Get(ctx, key("cancel-2"), p)).To(Succeed())
+			g.Expect(p.UID).NotTo(Equal(oldUID))
+			g.Expect(p.Annotations).NotTo(HaveKey("mesh.purplerain.io/drained"))
+			got := getCluster(g, name)
+			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, meshv1.ConditionAvailable)).To(BeTrue())
+			for _, m := range got.Status.Members {
+				if m.Name == "cancel-2" {
+					g.Expect(m.Address).To(Equal(p.Status.PodIP))
+					g.Expect(m.Address).NotTo(Equal(oldIP))
+					g.Expect(m.Ready).To(BeTrue())
+				}
+			}
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("ScaleDownCancelled"))
+	})
 })

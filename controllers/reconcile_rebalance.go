@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/controllers/status"
 	"github.com/purplerain/mesh-operator/node/orchestrate"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -32,7 +33,7 @@ func (r *MeshClusterReconciler) planRebalance(mc *meshv1.MeshCluster, t *topolog
 // Event before and after.
 func (r *MeshClusterReconciler) moveOperation(mc *meshv1.MeshCluster, reason string, move topology.Move, scaleDown bool, remaining int) *operation {
 	msg := fmt.Sprintf("moving shard %d from %s to %s (%d moves left)", move.Shard, move.From, move.To, remaining)
-	return &operation{reason: reason, message: msg, scaleDown: scaleDown, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
+	return &operation{reason: reason, message: msg, scaleDown: scaleDown, move: &move, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
 		return handoff(ctx, d, t, move, func(reason, format string, args ...any) {
 			r.Recorder.Eventf(mc, nil, corev1.EventTypeNormal, reason, "Move", format, args...)
 		})
@@ -65,3 +66,49 @@ func handoff(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, m
 
 // reachabilityTimeout bounds the check that both ends of a move answer.
 const reachabilityTimeout = 2 * time.Second
+
+// migration is the status record of a move in flight.
+func migration(m topology.Move) meshv1.MigrationStatus {
+	return meshv1.MigrationStatus{Shard: int32(m.Shard), From: m.From, To: m.To, Phase: "Handoff"}
+}
+
+// planResume finishes what a previous pass (or a previous operator) left
+// in the record. A fenced shard refuses writes, so it comes first: the
+// move recorded in status.migrations is resumed (the Driver continues
+// from the fence: catch-up, then cutover, or aborts leaving the old owner
+// unfenced); a fenced shard without a recorded move is unfenced at a new
+// epoch. A recorded move whose shard is not fenced is dropped: it either
+// finished or was rolled back, and planning starts again from the
+// topology.
+func (r *MeshClusterReconciler) planResume(mc *meshv1.MeshCluster, t *topology.Topology, obs *status.Observation) *operation {
+	for _, mig := range obs.Migrations {
+		move := topology.Move{Shard: uint16(mig.Shard), From: mig.From, To: mig.To}
+		if s, ok := t.Shard(move.Shard); ok && s.Fenced && s.Owner == move.From {
+			op := r.moveOperation(mc, "Resuming", move, false, 0)
+			op.message = fmt.Sprintf("resuming the recorded move of shard %d from %s to %s", move.Shard, move.From, move.To)
+			obs.Operation = &status.Operation{Reason: op.reason, Message: op.message}
+			obs.Migrations = []meshv1.MigrationStatus{mig}
+			return op
+		}
+	}
+	obs.Migrations = nil
+	var fenced []uint16
+	for _, s := range t.Shards {
+		if s.Fenced {
+			fenced = append(fenced, s.ID)
+		}
+	}
+	if len(fenced) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unfencing shards %v (no move recorded for them)", fenced)
+	obs.Operation = &status.Operation{Reason: "Resuming", Message: msg}
+	return &operation{reason: "Resuming", message: msg, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
+		next := t.Clone()
+		next.Epoch++
+		for i := range next.Shards {
+			next.Shards[i].Fenced = false
+		}
+		return recordAndPush(ctx, d, next)
+	}}
+}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -72,6 +73,7 @@ var _ = BeforeSuite(func() {
 
 	startGarbageCollector(assets)
 	startManager()
+	DeferCleanup(stopManager)
 })
 
 // startManager runs the operator's controller in-process, as cmd/manager
@@ -80,6 +82,8 @@ func startManager() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
+		// A restarted operator registers the controller again.
+		Controller: config.Controller{SkipNameValidation: ptrTo(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	leases := controllers.NewLeaseKeeper(ctrl.Log.WithName("leases"))
@@ -98,10 +102,13 @@ func startManager() {
 		defer GinkgoRecover()
 		mgrDone <- mgr.Start(ctx)
 	}()
-	DeferCleanup(func() {
-		stopMgr()
-		Eventually(mgrDone, 30*time.Second).Should(Receive(BeNil()))
-	})
+}
+
+// stopManager stops the running operator (a restart is stopManager, then
+// startManager: the new one knows only what the API server holds).
+func stopManager() {
+	stopMgr()
+	Eventually(mgrDone, 30*time.Second).Should(Receive(BeNil()))
 }
 
 // startGarbageCollector runs the source-built kube-controller-manager with

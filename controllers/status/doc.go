@@ -37,6 +37,10 @@ type Observation struct {
 	// Operation, when set, is the data-plane step this pass runs after the
 	// status update (a shard move, a scale-down step, a promotion).
 	Operation *Operation
+	// Migrations are the shard moves in flight (status.migrations): a
+	// move is recorded before its first step, so a restarted operator
+	// resumes it.
+	Migrations []meshv1.MigrationStatus
 }
 
 // Operation says what the operator is moving; Progressing reports it.

@@ -24,6 +24,7 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 		s.ReadyNodes = o.StatefulSet.Status.ReadyReplicas
 	}
 	RecordTopology(&s, o)
+	s.Migrations = o.Migrations
 	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
