@@ -31,6 +31,23 @@ import (
 // restarted operator resumes from status alone: every decision below is a
 // function of the spec, the recorded topology and the pods.
 
+// TODO(issue 8): rolling update of image or node configuration one pod at
+// a time (standby first, each active's shards handed to a peer before its
+// pod restarts); today a template change rolls the StatefulSet as
+// Kubernetes does.
+// TODO(issue 8): shard autoscaling (the Net scaling policy over the nodes'
+// shard metrics).
+// TODO(issue 8): credential rotation on request.
+// TODO(issue 8): operator Prometheus metrics (reconciles, migrations
+// started/completed/failed, failovers, time to failover).
+// TODO(issue 8): failpoints after each data-plane call, so tests restart
+// the operator between every two steps (today a restart is tested between
+// passes of a scale-down, and a fenced move is resumed from
+// status.migrations, but no test kills the operator inside a handoff).
+// TODO(issue 8): drop followers that are actives left over by handoffs
+// (WithMove keeps the old owner following) and the live active follower
+// a failover adds, once the shard's standbys have caught up.
+
 // operation is one data-plane step decided by a pass.
 type operation struct {
 	reason, message string
@@ -204,6 +221,11 @@ func (r *MeshClusterReconciler) runOperation(ctx context.Context, mc *meshv1.Mes
 func (r *MeshClusterReconciler) driver(ctx context.Context, mc *meshv1.MeshCluster, obs *status.Observation, logger logr.Logger) *orchestrate.Driver {
 	nn := client.ObjectKeyFromObject(mc)
 	dial := adminclient.NewHTTPDialer(obs.OperatorKey, nil)
+	// TODO(issue 8): migration.onTimeout: a handoff that exceeds the step
+	// timeout is rolled back by the Driver and retried after
+	// retryBlocked whatever onTimeout says; Abort should give up on the
+	// move. Each wait is bounded by min(migration.timeout, 20s) so a step
+	// fits in one Reconcile.
 	timeout := min(mc.Spec.Migration.Timeout.Duration, 20*time.Second)
 	if timeout <= 0 {
 		timeout = 20 * time.Second

@@ -391,7 +391,15 @@ var _ = Describe("Orchestration with real nodes", func() {
 
 	It("finishes a scale-down exactly once when the operator restarts in the middle, losing nothing acknowledged", func() {
 		const name = "resume"
-		_, sdk := create(name, func(mc *meshv1.MeshCluster) { mc.Spec.Standby.AckPolicy = meshv1.AckStandby })
+		_, sdk := create(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			mc.Spec.Storage.PVCRetention = meshv1.PVCDelete
+		})
+		// The claims the StatefulSet controller would have made (none
+		// runs here): only the leaving ordinal's goes, after the shrink.
+		for ord := range 4 {
+			Expect(k8sClient.Create(ctx, dataPVC(clusterOf(name), ord))).To(Succeed())
+		}
 		load := startIngest(sdk)
 		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
 
@@ -426,6 +434,18 @@ var _ = Describe("Orchestration with real nodes", func() {
 			}
 			return map[string]int{"MembersLeft": n["MembersLeft"], "ScaledDown": n["ScaledDown"]}
 		}, time.Second, 200*time.Millisecond).Should(Equal(map[string]int{"MembersLeft": 1, "ScaledDown": 1}))
+
+		By("deleting the leaving ordinal's data PVC (pvcRetention Delete), keeping the others")
+		Eventually(func(g Gomega) []string {
+			var kept []string
+			for ord := range 4 {
+				pvc := &corev1.PersistentVolumeClaim{}
+				if err := k8sClient.Get(ctx, key(fmt.Sprintf("data-%s-%d", name, ord)), pvc); err == nil && pvc.DeletionTimestamp == nil {
+					kept = append(kept, pvc.Name)
+				}
+			}
+			return kept
+		}, timeout, interval).Should(ConsistOf("data-resume-0", "data-resume-1", "data-resume-2"))
 
 		By("reading back every acknowledged event")
 		expectEveryAckRead(sdk, load)
