@@ -13,6 +13,7 @@ type request struct {
 	kind   msgKind
 	events []dataapi.Event
 	poll   dataapi.PollRequest
+	token  []byte
 	// bytes is the payload bytes the request holds (released when its
 	// answer is written).
 	bytes int
@@ -49,6 +50,20 @@ func (a *assembler) add(h wire.Header, frames [][]byte) (*request, error) {
 				return nil, err
 			}
 			r.poll = req
+			return r, nil
+		case kindAuth:
+			if len(frames) != 1 || h.Flags&wire.FlagFin == 0 {
+				return nil, fmt.Errorf("%w: an auth request is one frame in one packet", ErrProtocol)
+			}
+			rd := reader{b: head[1:]}
+			n := int(rd.u16())
+			r.token = rd.take(n)
+			if err := rd.done("auth request"); err != nil {
+				return nil, err
+			}
+			if n > wire.MaxControlToken {
+				return nil, fmt.Errorf("%w: token of %d bytes", ErrProtocol, n)
+			}
 			return r, nil
 		default:
 			return nil, fmt.Errorf("%w: unknown request kind %#x", ErrProtocol, head[0])

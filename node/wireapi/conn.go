@@ -108,6 +108,21 @@ func (c *Conn) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 	return acks, nil
 }
 
+// Authenticate presents a permission token (identity binary form) for
+// the requests after it. A node that requires authentication refuses a
+// token granting neither identity.ScopeIngest nor ScopeConsume with code
+// rejected; one that does not ignores it.
+func (c *Conn) Authenticate(ctx context.Context, token []byte) error {
+	frames, err := c.roundTrip(ctx, func(p *packets) error { return appendAuth(p, token) })
+	if err != nil {
+		return err
+	}
+	if msgKind(frames[0][0]) != kindAuthOK || len(frames) != 1 || len(frames[0]) != 1 {
+		return c.broken(fmt.Errorf("%w: unexpected answer to auth", ErrProtocol))
+	}
+	return nil
+}
+
 // Poll reads one page (req.Limit 1 to dataapi.MaxPollLimit).
 func (c *Conn) Poll(ctx context.Context, req dataapi.PollRequest) (dataapi.PollResponse, error) {
 	frames, err := c.roundTrip(ctx, func(p *packets) error { return appendPollRequest(p, req) })

@@ -54,8 +54,18 @@
 //     exactly one ack per event; a refusal means nothing was appended.
 //   - A client's answer for one request never reaches another caller.
 //
-// Authentication: none yet, as for the HTTP data API.
-// TODO(issue 7): an optional permission token (identity.ScopeIngest /
-// ScopeConsume) in the first packet, and sealed payloads once sessions have
-// keys; until then the data port must be on a trusted network.
+// Authentication is opt-in (ServerOptions.Verifier; the default, like the
+// HTTP data API's, is none). With it, a connection first sends
+//
+//	auth       (client) 3 | tokenLen u16 | token (identity binary form, ≤ 4096 bytes)
+//	auth ok    (node)   0x83
+//
+// and every later ingest needs identity.ScopeIngest and every poll
+// identity.ScopeConsume, until the token's NotAfter; otherwise the request is
+// refused with code rejected (the connection stays, and may authenticate
+// again). The token is checked once, when presented. The node runtime does
+// not turn it on yet.
+// TODO(issue 7): data-API tokens in the node configuration (runtime and
+// SDK), and sealed payloads once sessions have keys; until then tokens are
+// bearer credentials and the wire port belongs on a trusted network.
 package wireapi

@@ -56,6 +56,8 @@ type msgKind uint8
 const (
 	kindIngest   msgKind = 1    // client → node: events follow as frames
 	kindPoll     msgKind = 2    // client → node: limit, cursor
+	kindAuth     msgKind = 3    // client → node: permission token
+	kindAuthOK   msgKind = 0x83 // node → client: token accepted
 	kindIngestOK msgKind = 0x81 // node → client: one shard per event
 	kindPollOK   msgKind = 0x82 // node → client: flags, cursor, stalled shards; events follow
 	kindRefused  msgKind = 0x8f // node → client: typed refusal

@@ -97,6 +97,9 @@ func FuzzFrames(f *testing.F) {
 	shard := uint16(2)
 	_ = appendRefused(ref, dataapi.ErrorResponse{Code: dataapi.CodeRuleRejected, Error: "no", Shard: &shard, Rule: "r", Rules: []string{"r", "s"}})
 	f.Add(stamped(ref, 0))
+	auth := newPackets(5, nil)
+	_ = appendAuth(auth, []byte("token"))
+	f.Add(append(stamped(auth, 0), stamped(ing, 1)...))
 	f.Add([]byte{})
 	f.Add(make([]byte, wire.HeaderSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -113,12 +116,14 @@ func FuzzFrames(f *testing.F) {
 				err = appendIngestRequest(p, r.events)
 			case kindPoll:
 				err = appendPollRequest(p, r.poll)
+			case kindAuth:
+				err = appendAuth(p, r.token)
 			}
 			if err != nil {
 				t.Fatalf("accepted request does not re-encode: %v", err)
 			}
 			again, err := decodeRequests(stamped(p, 0))
-			if err != nil || len(again) != 1 || again[0].kind != r.kind || len(again[0].events) != len(r.events) || again[0].poll != r.poll {
+			if err != nil || len(again) != 1 || again[0].kind != r.kind || len(again[0].events) != len(r.events) || again[0].poll != r.poll || !bytes.Equal(again[0].token, r.token) {
 				t.Fatalf("re-encoded request decodes differently: %v", err)
 			}
 			for i, e := range r.events {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/purplerain/mesh-operator/engine/wire"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/refusal"
 )
@@ -341,5 +342,28 @@ func appendIngestRequest(p *packets, events []dataapi.Event) error {
 		b = append(b, e.Key...)
 		p.buf = append(b, e.Payload...)
 	}
+	return nil
+}
+
+// auth request frame: kind | tokenLen u16 | token (identity binary form).
+
+func appendAuth(p *packets, token []byte) error {
+	if len(token) > wire.MaxControlToken {
+		return fmt.Errorf("wireapi: token of %d bytes exceeds %d", len(token), wire.MaxControlToken)
+	}
+	if err := p.reserve(1 + 2 + len(token)); err != nil {
+		return err
+	}
+	b := append(p.buf, byte(kindAuth))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(token)))
+	p.buf = append(b, token...)
+	return nil
+}
+
+func appendAuthOK(p *packets) error {
+	if err := p.reserve(1); err != nil {
+		return err
+	}
+	p.buf = append(p.buf, byte(kindAuthOK))
 	return nil
 }

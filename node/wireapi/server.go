@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 )
 
@@ -33,7 +34,16 @@ type ServerOptions struct {
 	// WriteTimeout bounds writing one answer; a client that does not read
 	// loses its connection. Default 10 s.
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// Verifier, if set, makes authentication mandatory (opt-in; the
+	// default, like the HTTP data API, is none): a connection must first
+	// send an auth request with a permission token; ingest then needs
+	// identity.ScopeIngest and poll identity.ScopeConsume, until the
+	// token's NotAfter. Without it an auth request is answered OK and
+	// ignored.
+	Verifier *identity.Verifier
+	// Now is the clock tokens are checked against. Default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Server serves the binary data API on connections the node's wire port
@@ -68,6 +78,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{o: o, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}, nil
@@ -159,6 +172,11 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		if !c.begin(req.id) {
 			return c.fail(fmt.Errorf("%w: stream %d is already in flight", ErrProtocol, req.id))
 		}
+		if req.kind == kindAuth {
+			// Answered in line, so every later request sees its outcome.
+			c.authenticate(req)
+			continue
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -185,6 +203,68 @@ type serverConn struct {
 
 	imu      sync.Mutex
 	inflight map[uint64]bool
+
+	amu      sync.Mutex
+	granted  identity.Scope
+	notAfter time.Time
+}
+
+// authenticate checks an auth request's token and answers it.
+func (c *serverConn) authenticate(req *request) {
+	defer c.budget.release(req.bytes)
+	p := newPackets(req.id, nil)
+	v := c.s.o.Verifier
+	if v == nil {
+		_ = appendAuthOK(p)
+		c.end(req.id)
+		c.write(p)
+		return
+	}
+	var granted identity.Scope
+	var notAfter time.Time
+	reason := "token grants neither ingest nor consume"
+	tok, err := identity.ParseToken(req.token)
+	if err != nil {
+		reason = err.Error()
+	} else {
+		now := c.s.o.Now()
+		for _, sc := range []identity.Scope{identity.ScopeIngest, identity.ScopeConsume} {
+			if err := v.Verify(tok, now, sc); err == nil {
+				granted |= sc
+			} else {
+				reason = err.Error()
+			}
+		}
+		notAfter = tok.NotAfter()
+	}
+	if granted == 0 {
+		_ = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeRejected, Error: "authentication failed: " + reason})
+	} else {
+		_ = appendAuthOK(p)
+	}
+	c.amu.Lock()
+	c.granted, c.notAfter = granted, notAfter
+	c.amu.Unlock()
+	c.end(req.id)
+	c.write(p)
+}
+
+// authorize says why the connection may not do what needs scope, or "".
+func (c *serverConn) authorize(scope identity.Scope) string {
+	if c.s.o.Verifier == nil {
+		return ""
+	}
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	switch {
+	case c.granted == 0:
+		return "authenticate first: send a permission token"
+	case !c.granted.Has(scope):
+		return fmt.Sprintf("token does not grant %v", scope)
+	case !c.notAfter.IsZero() && !c.s.o.Now().Before(c.notAfter):
+		return "token expired"
+	}
+	return ""
 }
 
 func (c *serverConn) begin(id uint64) bool {
@@ -218,6 +298,10 @@ func (c *serverConn) serve(ctx context.Context, req *request) {
 	var err error
 	switch req.kind {
 	case kindIngest:
+		if why := c.authorize(identity.ScopeIngest); why != "" {
+			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeRejected, Error: why})
+			break
+		}
 		if len(req.events) == 0 {
 			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeBadRequest, Error: fmt.Sprintf("a batch holds 1 to %d events, got 0", MaxBatch)})
 			break
@@ -229,6 +313,10 @@ func (c *serverConn) serve(ctx context.Context, req *request) {
 		}
 		err = appendIngestOK(p, acks)
 	case kindPoll:
+		if why := c.authorize(identity.ScopeConsume); why != "" {
+			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeRejected, Error: why})
+			break
+		}
 		if req.poll.Limit < 1 || req.poll.Limit > dataapi.MaxPollLimit {
 			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeBadRequest, Error: fmt.Sprintf("limit must be 1 to %d", dataapi.MaxPollLimit)})
 			break
