@@ -49,6 +49,12 @@ func (c *Client) wireConn(ctx context.Context, addr string) (*wireapi.Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	if len(c.opts.WireToken) > 0 {
+		if err := nc.Authenticate(ctx, c.opts.WireToken); err != nil {
+			_ = nc.Close()
+			return nil, asClientError(err)
+		}
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if cur := c.wconns[addr]; cur != nil && cur != wc && cur.Err() == nil {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/rules"
 	"github.com/purplerain/mesh-operator/node"
 	"github.com/purplerain/mesh-operator/node/dataapi"
@@ -249,5 +251,49 @@ func TestBinaryBrokenConnectionIsRedialedAndRetried(t *testing.T) {
 	entries, err := l.Read(0, 10)
 	if err != nil || len(entries) != 2 || string(entries[1].Payload) != "two" {
 		t.Fatalf("shard 0 holds %d entries (%v), want one and two", len(entries), err)
+	}
+}
+
+func TestBinaryWireTokenIsPresentedOnEveryConnection(t *testing.T) {
+	c := newBinCluster(t)
+	op, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a's wire port now requires a token signed by op.
+	addr := c.wire["a"]
+	c.stopWire(t, "a")
+	s, err := wireapi.NewServer(wireapi.ServerOptions{Backend: c.nodes["a"], Verifier: identity.NewVerifier([]ed25519.PublicKey{op.PublicKey()})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.srvs["a"], c.done["a"] = s, make(chan error, 1)
+	go func(done chan error) { done <- s.Serve(ln) }(c.done["a"])
+	c.push(t, 1, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := keysFor(0, 1)[0]
+
+	without := newBinClient(t, ctx, c.data["a"])
+	_, err = without.Ingest(ctx, Event{Key: key, Payload: []byte("x")})
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != dataapi.CodeRejected || ctx.Err() != nil {
+		t.Fatalf("ingest without a token: %v, want rejected at once", err)
+	}
+	tok, err := op.Issue(identity.Grant{Subject: op.PublicKey(), Scope: identity.ScopeIngest, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	with, err := New(ctx, Options{Addresses: []string{c.data["a"]}, Transport: TransportBinary, WireToken: tok.Encode()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer with.Close()
+	if _, err := with.Ingest(ctx, Event{Key: key, Payload: []byte("x")}); err != nil {
+		t.Fatalf("ingest with a token: %v", err)
 	}
 }

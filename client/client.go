@@ -18,7 +18,9 @@
 // node/wireapi) with Options.Transport = TransportBinary: one pipelined
 // connection per member, shared by concurrent callers, with the same
 // routing, refusals and retries. The topology is learnt over HTTP with
-// either transport (Options.Addresses are data API addresses).
+// either transport (Options.Addresses are data API addresses). Nodes whose
+// wire port requires a token (opt-in, see node/wireapi) get
+// Options.WireToken on each new binary connection.
 // TODO(issue 7): learn the topology over the wire port too.
 package client
 
@@ -55,6 +57,10 @@ type Options struct {
 	// Transport carries ingest and poll: TransportHTTP (the default) or
 	// TransportBinary.
 	Transport Transport
+	// WireToken, if set, is presented (identity binary form) on every
+	// binary connection before its first request, for nodes whose wire
+	// port requires authentication. Ignored with TransportHTTP.
+	WireToken []byte
 }
 
 // Transport selects how ingest and poll reach the nodes.
