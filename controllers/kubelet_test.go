@@ -48,6 +48,9 @@ type runningPod struct {
 	// dead: the node was stopped by the test (kill); the pod stays, not
 	// ready, until revive.
 	dead bool
+	// notReady: the node runs but the kubelet reports the pod not ready
+	// (a failing probe, a node cut off from the kubelet).
+	notReady atomic.Bool
 }
 
 // nextIP hands out loopback addresses; 127.0.1.0/24 is left to this
@@ -201,10 +204,12 @@ func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, nam
 // condition when it changed.
 func (k *testKubelet) reportReady(ctx context.Context, name string, rp *runningPod) bool {
 	ready := false
-	hc := http.Client{Timeout: 500 * time.Millisecond}
-	if resp, err := hc.Get("http://" + net.JoinHostPort(rp.ip, fmt.Sprint(nodeconfig.AdminPort)) + "/readyz"); err == nil {
-		ready = resp.StatusCode == http.StatusOK
-		resp.Body.Close()
+	if !rp.notReady.Load() {
+		hc := http.Client{Timeout: 500 * time.Millisecond}
+		if resp, err := hc.Get("http://" + net.JoinHostPort(rp.ip, fmt.Sprint(nodeconfig.AdminPort)) + "/readyz"); err == nil {
+			ready = resp.StatusCode == http.StatusOK
+			resp.Body.Close()
+		}
 	}
 	pod := &corev1.Pod{}
 	if err := k8sClient.Get(ctx, key(name), pod); err != nil {
@@ -252,6 +257,15 @@ func (k *testKubelet) kill(name string) {
 	k.mu.Lock()
 	rp.dead = true
 	k.mu.Unlock()
+}
+
+// markNotReady keeps a pod's node running but reports the pod not ready.
+func (k *testKubelet) markNotReady(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if rp := k.pods[name]; rp != nil {
+		rp.notReady.Store(true)
+	}
 }
 
 // revive replaces a killed pod by a fresh one (new address, empty memory).

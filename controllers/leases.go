@@ -37,6 +37,11 @@ type leaseEntry struct {
 	// per member, when the last push to it that it answered returned.
 	since    time.Time
 	lastPush map[string]time.Time
+	// inflight is, per member, the deadline of a push under way (it may
+	// reach the node until then); suspended members get no renewal until
+	// a newer epoch is set (a failover waits their lease out).
+	inflight  map[string]time.Time
+	suspended map[string]bool
 }
 
 // NewLeaseKeeper returns a keeper that dials nodes over HTTP.
@@ -64,8 +69,11 @@ func (k *LeaseKeeper) Set(cluster types.NamespacedName, t *topology.Topology, ke
 	}
 	changed := !ok || e.topo.Epoch != t.Epoch
 	if !ok {
-		e = &leaseEntry{since: time.Now(), lastPush: map[string]time.Time{}}
+		e = &leaseEntry{since: time.Now(), lastPush: map[string]time.Time{}, inflight: map[string]time.Time{}}
 		k.clusters[cluster] = e
+	}
+	if changed {
+		e.suspended = nil
 	}
 	e.topo, e.key = t, key
 	k.mu.Unlock()
@@ -95,6 +103,46 @@ func (k *LeaseKeeper) LastPush(cluster types.NamespacedName, member string) time
 		return e.lastPush[member]
 	}
 	return time.Time{}
+}
+
+// Suspend stops renewing member's lease until a topology at a newer epoch
+// is set: a failover calls it before waiting the lease out, so the wait is
+// not undone by a renewal. Resume undoes it (the failover did not happen).
+func (k *LeaseKeeper) Suspend(cluster types.NamespacedName, member string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok {
+		if e.suspended == nil {
+			e.suspended = map[string]bool{}
+		}
+		e.suspended[member] = true
+	}
+}
+
+// Resume renews member's lease again after Suspend.
+func (k *LeaseKeeper) Resume(cluster types.NamespacedName, member string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok {
+		delete(e.suspended, member)
+	}
+}
+
+// LeaseFrom is the latest time a push the keeper (or NotePush) knows of
+// may have renewed member's lease: the last answered push, or the deadline
+// of one still under way. Zero when nothing is known.
+func (k *LeaseKeeper) LeaseFrom(cluster types.NamespacedName, member string) time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.clusters[cluster]
+	if !ok {
+		return time.Time{}
+	}
+	at := e.lastPush[member]
+	if d, ok := e.inflight[member]; ok && d.After(at) {
+		at = d
+	}
+	return at
 }
 
 // NotePush records a push to member answered at time at (pushes the
@@ -175,9 +223,11 @@ func (k *LeaseKeeper) round(ctx context.Context) time.Duration {
 				// A failover may have recorded a newer epoch since the
 				// round began: never renew the old one (it may make a
 				// failed-over member an owner again).
-				if !k.current(e.cluster, e.topo) {
+				deadline, _ := pushCtx.Deadline()
+				if !k.begin(e.cluster, e.topo, m.Name, deadline) {
 					return
 				}
+				defer k.end(e.cluster, m.Name)
 				if err := k.Dial(e.key, m.Admin).PutTopology(pushCtx, e.topo); err != nil {
 					k.Log.V(1).Info("topology push failed", "cluster", e.topo.Cluster, "member", m.Name, "epoch", e.topo.Epoch, "err", err.Error())
 					return
@@ -190,10 +240,24 @@ func (k *LeaseKeeper) round(ctx context.Context) time.Duration {
 	return interval
 }
 
-// current says t is still the topology kept for cluster.
-func (k *LeaseKeeper) current(cluster types.NamespacedName, t *topology.Topology) bool {
+// begin says whether to push t to member now (t is still the cluster's
+// topology and member is not suspended) and records the push as under way
+// until deadline.
+func (k *LeaseKeeper) begin(cluster types.NamespacedName, t *topology.Topology, member string, deadline time.Time) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	e, ok := k.clusters[cluster]
-	return ok && e.topo.Epoch == t.Epoch
+	if !ok || e.topo.Epoch != t.Epoch || e.suspended[member] {
+		return false
+	}
+	e.inflight[member] = deadline
+	return true
+}
+
+func (k *LeaseKeeper) end(cluster types.NamespacedName, member string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok {
+		delete(e.inflight, member)
+	}
 }

@@ -1,8 +1,12 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +22,7 @@ import (
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	meshclient "github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -387,6 +392,89 @@ var _ = Describe("Orchestration with real nodes", func() {
 		By("reading back every acknowledged event")
 		expectEveryAckRead(sdk, load)
 		Expect(slices.Contains(kubelet.dataAddrs(), "")).To(BeFalse())
+	})
+
+	It("never lets two owners accept writes: a running owner reported not ready keeps writing only until it is failed over, and nothing it acknowledged is lost", func() {
+		const name = "split"
+		kubelet, sdk := create(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Second}
+		})
+		before := getCluster(Default, name)
+		var shard uint16
+		for _, s := range before.Status.Shards {
+			if s.Owner == "split-0" {
+				shard = uint16(s.ID)
+				break
+			}
+		}
+		var dk string
+		for i := 0; ; i++ {
+			dk = fmt.Sprintf("d%d", i)
+			if topology.KeyShard([]byte(dk), 8) == shard {
+				break
+			}
+		}
+		load := startIngest(sdk)
+
+		By("writing straight to split-0's data API, whatever the topology says")
+		oldAddr := net.JoinHostPort(kubelet.ip("split-0"), "9441")
+		stopDirect := make(chan struct{})
+		directDone := make(chan int)
+		go func() {
+			defer GinkgoRecover()
+			hc := &http.Client{Timeout: 2 * time.Second}
+			acked, refused := 0, 0
+			defer func() {
+				directDone <- acked
+				fmt.Fprintf(GinkgoWriter, "direct writes to the old owner: %d acknowledged, %d refused\n", acked, refused)
+			}()
+			for n := 10_000_000; ; n++ {
+				select {
+				case <-stopDirect:
+					return
+				default:
+				}
+				payload := fmt.Sprintf("%d/%s", n, dk)
+				body, _ := json.Marshal(dataapi.IngestRequest{Events: []dataapi.Event{{Key: []byte(dk), Payload: []byte(payload)}}})
+				resp, err := hc.Post("http://"+oldAddr+"/v1/ingest", "application/json", bytes.NewReader(body))
+				if err == nil {
+					var ir dataapi.IngestResponse
+					ok := resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&ir) == nil && len(ir.Acks) == 1
+					resp.Body.Close()
+					if ok {
+						load.mu.Lock()
+						load.acked[payload] = true
+						load.mu.Unlock()
+						acked++
+					} else {
+						refused++
+					}
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("reporting split-0 not ready while its node keeps running")
+		kubelet.markNotReady("split-0")
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			g.Expect(ownedCounts(got)).NotTo(HaveKey("split-0"))
+			for _, m := range got.Status.Members {
+				if m.Name == "split-0" {
+					g.Expect(m.Role).To(Equal(meshv1.RoleStandby))
+				}
+			}
+		}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+		n := load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))
+		close(stopDirect)
+		Expect(<-directDone).To(BeNumerically(">", 0))
+
+		By("reading back every event either owner acknowledged")
+		expectEveryAckRead(sdk, load)
 	})
 
 	It("finishes a scale-down exactly once when the operator restarts in the middle, losing nothing acknowledged", func() {

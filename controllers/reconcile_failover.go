@@ -86,7 +86,10 @@ func (r *MeshClusterReconciler) failover(ctx context.Context, mc *meshv1.MeshClu
 	nn := client.ObjectKeyFromObject(mc)
 	lastPush := time.Now()
 	if r.Leases != nil {
-		if at := r.Leases.LastPush(nn, failed); !at.IsZero() {
+		// No renewal from here on; then the lease runs from the last push
+		// that may have reached failed.
+		r.Leases.Suspend(nn, failed)
+		if at := r.Leases.LeaseFrom(nn, failed); !at.IsZero() {
 			lastPush = at
 		}
 	}
@@ -94,6 +97,10 @@ func (r *MeshClusterReconciler) failover(ctx context.Context, mc *meshv1.MeshClu
 	r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, "FailingOver", "Failover", "%s owns shards %v and is not ready: waiting out its lease, then promoting their followers", failed, t.OwnedBy(failed))
 	next, err := d.Promote(ctx, t, failed, lastPush)
 	if err != nil {
+		if next == t && r.Leases != nil {
+			// Nothing recorded: failed keeps its shards, and its lease.
+			r.Leases.Resume(nn, failed)
+		}
 		return fmt.Errorf("promote the followers of %s: %w", failed, err)
 	}
 	var promoted []string
