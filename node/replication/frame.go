@@ -86,7 +86,7 @@ const (
 	// carry with the default ServerOptions.MaxPacketPayload (a smaller
 	// packet limit lowers it by the same amount). The node must keep its
 	// shard logs' MaxPayload at or below it.
-	// TODO(issue 5): fragment larger entries across packets.
+	// TODO(issue 7): fragment larger entries across packets.
 	MaxEntryPayload = wire.MaxPlainPayload - entryOverhead
 )
 
