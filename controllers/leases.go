@@ -42,6 +42,18 @@ type leaseEntry struct {
 	// a newer epoch is set (a failover waits their lease out).
 	inflight  map[string]time.Time
 	suspended map[string]bool
+	// guardRestarts (memory mode): an owner whose last push failed is
+	// asked for its status before the next one; a node that answers
+	// with no topology restarted with an empty log and is not pushed a
+	// topology in which it owns shards (restarted), so it never accepts
+	// writes from seq 0 while its followers hold the shard's history.
+	guardRestarts bool
+	suspect       map[string]bool
+	restarted     map[string]bool
+	// confirmed members answered a push since the keeper started: only
+	// they can come back "restarted" (a member being created holds no
+	// topology either).
+	confirmed map[string]bool
 }
 
 // NewLeaseKeeper returns a keeper that dials nodes over HTTP.
@@ -61,6 +73,13 @@ func NewLeaseKeeper(log logr.Logger) *LeaseKeeper {
 // read a stale cache must not make the keeper push an epoch the nodes
 // already left behind).
 func (k *LeaseKeeper) Set(cluster types.NamespacedName, t *topology.Topology, key *identity.KeyPair) {
+	k.SetGuarded(cluster, t, key, false)
+}
+
+// SetGuarded is Set; guardRestarts (clusters whose nodes keep logs in
+// memory) makes the keeper withhold ownership from an owner that came
+// back empty (see Restarted).
+func (k *LeaseKeeper) SetGuarded(cluster types.NamespacedName, t *topology.Topology, key *identity.KeyPair, guardRestarts bool) {
 	k.mu.Lock()
 	e, ok := k.clusters[cluster]
 	if ok && t.Epoch < e.topo.Epoch {
@@ -69,11 +88,27 @@ func (k *LeaseKeeper) Set(cluster types.NamespacedName, t *topology.Topology, ke
 	}
 	changed := !ok || e.topo.Epoch != t.Epoch
 	if !ok {
-		e = &leaseEntry{since: time.Now(), lastPush: map[string]time.Time{}, inflight: map[string]time.Time{}}
+		e = &leaseEntry{since: time.Now(), lastPush: map[string]time.Time{}, inflight: map[string]time.Time{},
+			suspect: map[string]bool{}, restarted: map[string]bool{}, confirmed: map[string]bool{}}
 		k.clusters[cluster] = e
 	}
 	if changed {
 		e.suspended = nil
+	}
+	if e.topo != nil {
+		// A member at a new address is a new process.
+		for _, m := range t.Members {
+			if old, ok := e.topo.Member(m.Name); ok && old.Admin != m.Admin {
+				e.suspect[m.Name] = true
+			}
+		}
+	}
+	e.guardRestarts = guardRestarts
+	for name := range e.restarted {
+		if len(t.OwnedBy(name)) == 0 {
+			delete(e.restarted, name)
+			delete(e.suspect, name)
+		}
 	}
 	e.topo, e.key = t, key
 	k.mu.Unlock()
@@ -103,6 +138,16 @@ func (k *LeaseKeeper) LastPush(cluster types.NamespacedName, member string) time
 		return e.lastPush[member]
 	}
 	return time.Time{}
+}
+
+// Restarted says member owns shards in the kept topology but came back
+// without a topology (and without its memory-mode log): the keeper does not
+// push to it, and its shards need a failover.
+func (k *LeaseKeeper) Restarted(cluster types.NamespacedName, member string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.clusters[cluster]
+	return ok && e.restarted[member]
 }
 
 // Suspend stops renewing member's lease until a topology at a newer epoch
@@ -150,8 +195,11 @@ func (k *LeaseKeeper) LeaseFrom(cluster types.NamespacedName, member string) tim
 func (k *LeaseKeeper) NotePush(cluster types.NamespacedName, member string, at time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if e, ok := k.clusters[cluster]; ok && at.After(e.lastPush[member]) {
-		e.lastPush[member] = at
+	if e, ok := k.clusters[cluster]; ok {
+		e.confirmed[member] = true
+		if at.After(e.lastPush[member]) {
+			e.lastPush[member] = at
+		}
 	}
 }
 
@@ -223,13 +271,25 @@ func (k *LeaseKeeper) round(ctx context.Context) time.Duration {
 				// A failover may have recorded a newer epoch since the
 				// round began: never renew the old one (it may make a
 				// failed-over member an owner again).
+				c := k.Dial(e.key, m.Admin)
+				if k.checkFirst(e.cluster, e.topo, m.Name) {
+					st, err := c.Status(pushCtx)
+					if err != nil {
+						return
+					}
+					if !k.cleared(e.cluster, m.Name, st.Epoch) {
+						k.Log.Info("owner came back without a topology: withholding it", "cluster", e.topo.Cluster, "member", m.Name, "epoch", e.topo.Epoch)
+						return
+					}
+				}
 				deadline, _ := pushCtx.Deadline()
 				if !k.begin(e.cluster, e.topo, m.Name, deadline) {
 					return
 				}
 				defer k.end(e.cluster, m.Name)
-				if err := k.Dial(e.key, m.Admin).PutTopology(pushCtx, e.topo); err != nil {
+				if err := c.PutTopology(pushCtx, e.topo); err != nil {
 					k.Log.V(1).Info("topology push failed", "cluster", e.topo.Cluster, "member", m.Name, "epoch", e.topo.Epoch, "err", err.Error())
+					k.markSuspect(e.cluster, m.Name)
 					return
 				}
 				k.NotePush(e.cluster, m.Name, time.Now())
@@ -252,6 +312,41 @@ func (k *LeaseKeeper) begin(cluster types.NamespacedName, t *topology.Topology, 
 	}
 	e.inflight[member] = deadline
 	return true
+}
+
+// checkFirst says member must be asked for its status before a push: a
+// memory-mode owner whose last push failed (or that was found restarted).
+func (k *LeaseKeeper) checkFirst(cluster types.NamespacedName, t *topology.Topology, member string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.clusters[cluster]
+	return ok && e.guardRestarts && (e.suspect[member] || e.restarted[member]) && len(t.OwnedBy(member)) > 0
+}
+
+// cleared records what a suspect member's status showed: a node holding a
+// topology is the same process (cleared); one holding none restarted.
+func (k *LeaseKeeper) cleared(cluster types.NamespacedName, member string, epoch uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.clusters[cluster]
+	if !ok {
+		return false
+	}
+	if epoch == 0 && e.confirmed[member] {
+		e.restarted[member] = true
+		return false
+	}
+	delete(e.suspect, member)
+	delete(e.restarted, member)
+	return true
+}
+
+func (k *LeaseKeeper) markSuspect(cluster types.NamespacedName, member string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok {
+		e.suspect[member] = true
+	}
 }
 
 func (k *LeaseKeeper) end(cluster types.NamespacedName, member string) {

@@ -103,7 +103,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	// Only a recorded topology is pushed (see reconcileTopology).
 	if r.Leases != nil && obs.Topology != nil && obs.OperatorKey != nil {
-		r.Leases.Set(req.NamespacedName, obs.Topology, obs.OperatorKey)
+		r.Leases.SetGuarded(req.NamespacedName, obs.Topology, obs.OperatorKey, mc.Spec.Storage.Mode != meshv1.StorageDisk)
 	}
 	if err != nil {
 		return ctrl.Result{}, err

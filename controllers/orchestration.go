@@ -261,7 +261,7 @@ func (r *MeshClusterReconciler) recordTopology(ctx context.Context, mc *meshv1.M
 	}
 	obs.Topology = t
 	if r.Leases != nil {
-		r.Leases.Set(client.ObjectKeyFromObject(mc), t, obs.OperatorKey)
+		r.Leases.SetGuarded(client.ObjectKeyFromObject(mc), t, obs.OperatorKey, mc.Spec.Storage.Mode != meshv1.StorageDisk)
 	}
 	return nil
 }

@@ -477,6 +477,36 @@ var _ = Describe("Orchestration with real nodes", func() {
 		expectEveryAckRead(sdk, load)
 	})
 
+	It("never pushes ownership to an owner that came back empty (memory mode), and fails it over at once", func() {
+		const name = "reborn"
+		kubelet, sdk := create(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			// Only the restart detection can fail it over in this spec.
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
+		})
+		load := startIngest(sdk)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("replacing reborn-0's pod by a fresh one (new address, empty log)")
+		kubelet.revive("reborn-0")
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			g.Expect(ownedCounts(got)).NotTo(HaveKey("reborn-0"))
+			var roles []string
+			for _, m := range got.Status.Members {
+				roles = append(roles, fmt.Sprintf("%s:%s:%v", m.Name, m.Role, m.Ready))
+			}
+			g.Expect(roles).To(ConsistOf("reborn-0:standby:true", "reborn-1:active:true", "reborn-2:active:true"))
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
+		n := load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))
+
+		By("reading back every acknowledged event")
+		expectEveryAckRead(sdk, load)
+	})
+
 	It("finishes a scale-down exactly once when the operator restarts in the middle, losing nothing acknowledged", func() {
 		const name = "resume"
 		_, sdk := create(name, func(mc *meshv1.MeshCluster) {

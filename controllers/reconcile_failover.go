@@ -42,7 +42,8 @@ func (r *MeshClusterReconciler) planFailover(mc *meshv1.MeshCluster, t *topology
 				continue
 			}
 			unreachable := r.Leases != nil && r.Leases.Unreachable(nn, m.Name, after)
-			if obs.PodReady[m.Name] && !unreachable {
+			restarted := r.Leases != nil && r.Leases.Restarted(nn, m.Name)
+			if obs.PodReady[m.Name] && !unreachable && !restarted {
 				delete(cm.notReadySince, m.Name)
 				continue
 			}
@@ -51,8 +52,14 @@ func (r *MeshClusterReconciler) planFailover(mc *meshv1.MeshCluster, t *topology
 				since = now
 				cm.notReadySince[m.Name] = now
 			}
+			if restarted {
+				// Its log is gone: waiting failoverAfter gains nothing.
+				since = now.Add(-after)
+			}
 			if wait := after - now.Sub(since); wait > 0 {
-				requeue = requeueMin(requeue, wait)
+				// Look again at least every second: the keeper may find
+				// the member restarted (no event would wake us).
+				requeue = requeueMin(requeue, min(wait, time.Second))
 				continue
 			}
 			if failed == "" {
