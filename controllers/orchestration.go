@@ -158,7 +158,7 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	if pending {
 		return nil, requeueMin(requeue, retryBlocked), nil
 	}
-	if op := r.planRebalance(mc, t); op != nil {
+	if op := r.planRebalance(mc, t, obs.PodReady); op != nil {
 		obs.Operation = &status.Operation{Reason: op.reason, Message: op.message}
 		obs.Migrations = []meshv1.MigrationStatus{migration(*op.move)}
 		if wait := time.Until(retryAt); wait > 0 {

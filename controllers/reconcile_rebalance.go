@@ -15,13 +15,20 @@ import (
 
 // planRebalance returns the next shard move towards max skew 1 between
 // the actives (after a scale-up the new actives own nothing), or nil when
-// the cluster is balanced.
+// the cluster is balanced or an active is not ready.
 //
 // One move per pass, so migration.maxConcurrent is honoured for any value;
 // TODO(issue 8): run up to maxConcurrent handoffs of distinct shards at
 // once (the Driver records each step of one handoff; concurrent handoffs
 // need their records merged into one topology).
-func (r *MeshClusterReconciler) planRebalance(mc *meshv1.MeshCluster, t *topology.Topology) *operation {
+func (r *MeshClusterReconciler) planRebalance(mc *meshv1.MeshCluster, t *topology.Topology, ready map[string]bool) *operation {
+	for _, m := range t.Members {
+		if m.Role == topology.Active && !ready[m.Name] {
+			// Wait for every active: a move to or from a node that is
+			// not ready would only fail (and a failover may be due).
+			return nil
+		}
+	}
 	moves := topology.Balance(t, nil, 1)
 	if len(moves) == 0 {
 		return nil
