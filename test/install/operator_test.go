@@ -108,17 +108,17 @@ func exerciseOperator(c *cluster, mc *meshv1.MeshCluster) {
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	expectEvent(c, mc, corev1.EventTypeNormal, "Updated")
 
-	By("lowering nodes, which the operator refuses until safe scale-down exists")
+	By("lowering nodes: with no shard placed on the leaving pod, the StatefulSet shrinks at once")
 	Expect(c.client.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
 	patch = client.MergeFrom(mc.DeepCopy())
 	mc.Spec.Nodes--
 	Expect(c.client.Patch(ctx, mc, patch)).To(Succeed())
 	Eventually(func(g Gomega) {
-		got := &meshv1.MeshCluster{}
-		g.Expect(c.client.Get(ctx, client.ObjectKeyFromObject(mc), got)).To(Succeed())
-		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, meshv1.ConditionScaleDownBlocked)).To(BeTrue())
+		sts := &appsv1.StatefulSet{}
+		g.Expect(c.client.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resources.StatefulSetName(mc)}, sts)).To(Succeed())
+		g.Expect(*sts.Spec.Replicas).To(Equal(mc.Spec.Replicas()))
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
-	expectEvent(c, mc, corev1.EventTypeWarning, "ScaleDownBlocked")
+	expectEvent(c, mc, corev1.EventTypeNormal, "ScaledDown")
 }
 
 // operatorRequests are the requests an operator makes while
