@@ -40,8 +40,8 @@ up() {
 	fi
 	end=$(date +%s%N)
 	echo "==> MeshCluster demo Available $(( (end - start) / 1000000 )) ms after kubectl apply"
-	# TODO(issue 9): ingest a few thousand events with the SDK once the node
-	# serves its data API (issue 7).
+	# TODO(issue 9): ingest a few thousand events with the SDK (needs a small
+	# command around package client; the nodes serve the data API).
 	echo
 	kubectl get meshclusters,statefulsets,pods -o wide
 	cat <<MSG

@@ -29,7 +29,9 @@
 //     nor follows the shard. An unknown kind or a config its factory
 //     refuses fails New, naming daemons[i].
 //
-// TODO(issue 7): the node bus (owned shards as engine bus shards over RedEX
-// logs), the data API, replication to followers, fenced handoff, promotion
-// and drain are still to come; today the node holds the topology and leases.
+// The node bus (dataplane.go) holds exactly the shards this node owns as
+// engine bus shards over RedEX logs; followers (followers.go) replicate the
+// shards it follows; daemons (daemons.go) run on both, so a follower keeps
+// warm copies. The admin, data and wire APIs live in subpackages and
+// node/runtime runs it all as a process.
 package node
