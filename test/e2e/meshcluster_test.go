@@ -321,30 +321,3 @@ var _ = Describe("MeshCluster with disk storage", Ordered, func() {
 		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeTrue())
 	})
 })
-
-// The rest of the issue's list needs the real node (issue 7: data API, SDK
-// ingest, standby promotion) and the orchestration (issue 8: safe
-// scale-down, operator-driven rolling update with shard hand-off).
-var _ = Describe("Data-plane scenarios", func() {
-	// TODO(issue 9): (b) continuous SDK ingest while `kubectl scale` 3→5→2;
-	// every acknowledged event readable exactly once, per-shard order;
-	// print the scale-down duration. Needs issues 7 (SDK, data API) and 8
-	// (safe scale-down).
-	PIt("(b) keeps every acknowledged event while scaling 3→5→2 under ingest")
-
-	// TODO(issue 9): (c) delete an active node's pod, and separately
-	// SIGKILL its process, and see the standby promoted; print the time
-	// from kill to the shard accepting writes (target < 5 s). Needs issues
-	// 7 (standby, writes) and 8 (failover).
-	PIt("(c) promotes the standby after an active pod is deleted or SIGKILLed, writable within 5 s")
-
-	// TODO(issue 9): (d) change the image/config under ingest and see the
-	// operator-driven rolling update keep every event and daemon state.
-	// Needs issues 7 and 8 (OnDelete rolling with shard hand-off).
-	PIt("(d) rolls an image or config change under ingest without losing events")
-
-	// TODO(issue 9): after each scenario: every acknowledged event readable
-	// exactly once, per-shard order, daemon states, status and Events tell
-	// the story. Needs issue 7's read API.
-	PIt("checks exactly-once reads, per-shard order and daemon states after each scenario")
-})
