@@ -181,7 +181,7 @@ var _ = Describe("MeshCluster on a local cluster", Ordered, func() {
 			g.Expect(cs.LastTerminationState.Terminated.ExitCode).To(Equal(int32(128 + 9)))
 			g.Expect(podReady(got)).To(BeTrue())
 		}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
-		record("SIGKILL to pod ready again (placeholder node, restart in place)", time.Since(start))
+		record("SIGKILL to pod ready again (restart in place)", time.Since(start))
 		waitAvailable(ctx, ns, name, time.Minute)
 	})
 
