@@ -1,11 +1,8 @@
 package orchestrate
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,10 +16,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/client/clienttest"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node/adminclient"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
-	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/runtime"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -43,7 +40,7 @@ type cluster struct {
 	records  []*topology.Topology
 	nodes    map[string]*inproc
 	members  []topology.Member
-	attempts *attempts
+	attempts *clienttest.SendCounter
 	// onRecord, if set, runs on every recorded topology before it is
 	// pushed (tests use it to fail a node at a chosen step).
 	onRecord func(*topology.Topology)
@@ -265,51 +262,13 @@ func (c *cluster) client(ctx context.Context) *client.Client {
 	for _, m := range c.members {
 		addrs = append(addrs, m.Data)
 	}
-	c.attempts = &attempts{n: map[string]int{}}
+	c.attempts = clienttest.NewSendCounter()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: c.attempts}
 	cl, err := client.New(ctx, client.Options{Addresses: addrs, HTTPClient: hc, RetryBase: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return cl
-}
-
-// attempts counts how often each payload was sent to a node. An event the
-// SDK sent once must be stored exactly once; one it had to resend (a
-// refusal after the append, or a broken connection) may be stored up to
-// once per attempt (the SDK is at-least-once, see package client), never
-// zero times.
-type attempts struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (a *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodPost && req.URL.Path == "/v1/ingest" && req.Body != nil {
-		body, err := io.ReadAll(req.Body)
-		_ = req.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		var ir dataapi.IngestRequest
-		if json.Unmarshal(body, &ir) == nil {
-			a.mu.Lock()
-			for _, e := range ir.Events {
-				a.n[string(e.Payload)]++
-			}
-			a.mu.Unlock()
-		}
-		req = req.Clone(req.Context())
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-	}
-	return http.DefaultTransport.RoundTrip(req)
-}
-
-func (a *attempts) of(id string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.n[id]
 }
 
 // ingest runs workers goroutines (every other one keyed) until ctx ends.
@@ -354,7 +313,7 @@ func ingestWith(ctx context.Context, cl *client.Client, workers int, payload fun
 // verify polls everything and checks that every acknowledged event is
 // present exactly once, on the shard it was acknowledged for, and that
 // seqs increase per shard. It returns how many events were stored.
-func verify(t *testing.T, ctx context.Context, cl *client.Client, in *ingester, sent *attempts) int {
+func verify(t *testing.T, ctx context.Context, cl *client.Client, in *ingester, sent *clienttest.SendCounter) int {
 	t.Helper()
 	if err := cl.Refresh(ctx); err != nil {
 		t.Fatal(err)
@@ -391,7 +350,7 @@ func verify(t *testing.T, ctx context.Context, cl *client.Client, in *ingester, 
 	}
 	missing, dup, resent := 0, 0, 0
 	for id := range in.acked {
-		n, tries := seen[id], sent.of(id)
+		n, tries := seen[id], sent.Sends(id)
 		if tries > 1 && n > 1 {
 			resent++
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -24,6 +23,7 @@ import (
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/client/clienttest"
 	"github.com/purplerain/mesh-operator/controllers/resources"
 	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/compute/daemons"
@@ -34,45 +34,6 @@ import (
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
-
-// sends counts how often each payload was sent to a node, at the SDK's
-// HTTP transport. An event sent once must be stored exactly once; one the
-// SDK had to resend (its outcome was unknown, or the node refused to
-// acknowledge it) may be stored at most once per send (the SDK is
-// at-least-once, see package client), and never zero times once
-// acknowledged.
-type sends struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (s *sends) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodPost && req.URL.Path == "/v1/ingest" && req.Body != nil {
-		body, err := io.ReadAll(req.Body)
-		_ = req.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		var ir dataapi.IngestRequest
-		if json.Unmarshal(body, &ir) == nil {
-			s.mu.Lock()
-			for _, e := range ir.Events {
-				s.n[string(e.Payload)]++
-			}
-			s.mu.Unlock()
-		}
-		req = req.Clone(req.Context())
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-	}
-	return http.DefaultTransport.RoundTrip(req)
-}
-
-func (s *sends) of(id string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n[id]
-}
 
 // load writes unique payloads through the SDK from a few goroutines (even
 // ones keyed, odd ones keyless) and remembers what was acknowledged, on
@@ -190,7 +151,7 @@ func eventReasons(g Gomega, ns, name, typ string) []string {
 // and after every event its writer had acknowledged earlier on the same
 // shard. It then checks the declared daemons on every shard's owner
 // against a reference fold of the shard as read back.
-func verifyReads(ctx context.Context, ns, name string, cl *client.Client, l *load, sent *sends) {
+func verifyReads(ctx context.Context, ns, name string, cl *client.Client, l *load, sent *clienttest.SendCounter) {
 	GinkgoHelper()
 	Expect(cl.Refresh(ctx)).To(Succeed())
 	p, err := cl.NewPoller("")
@@ -235,7 +196,7 @@ func verifyReads(ctx context.Context, ns, name string, cl *client.Client, l *loa
 	Expect(l.acked).NotTo(BeEmpty())
 	resent := 0
 	for id, shard := range l.acked {
-		w, n := seen[id], sent.of(id)
+		w, n := seen[id], sent.Sends(id)
 		Expect(w).NotTo(BeNil(), "acknowledged event %s (shard %d) missing", id, shard)
 		Expect(w.shards).To(ContainElement(shard), "event %s acknowledged for shard %d", id, shard)
 		Expect(len(w.shards)).To(BeNumerically("<=", n), "event %s stored more often than sent", id)
@@ -350,7 +311,7 @@ var _ = Describe("Data-plane scenarios", Ordered, func() {
 		ns   string
 		cl   *client.Client
 		l    *load
-		sent = &sends{n: map[string]int{}}
+		sent = clienttest.NewSendCounter()
 	)
 	const name = "demo"
 

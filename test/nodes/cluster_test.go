@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,13 +20,13 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/client/clienttest"
 	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/compute/daemons"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node"
 	"github.com/purplerain/mesh-operator/node/adminclient"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
-	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/orchestrate"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -65,7 +64,7 @@ type cluster struct {
 	// between.
 	lastSent, lastAcked map[string]time.Time
 
-	attempts *attempts
+	attempts *clienttest.SendCounter
 	// daemons are the declared daemons (checked by verify).
 	daemons []nodeconfig.Daemon
 }
@@ -124,7 +123,7 @@ func newClusterWith(t testing.TB, base int, ackPolicy string, daemons []nodeconf
 		t.Fatal(err)
 	}
 	c := &cluster{t: t, dir: dir, cfgPath: cfg, daemons: daemons, procs: map[string]*proc{}, cut: map[string]bool{},
-		lastSent: map[string]time.Time{}, lastAcked: map[string]time.Time{}, attempts: &attempts{n: map[string]int{}}}
+		lastSent: map[string]time.Time{}, lastAcked: map[string]time.Time{}, attempts: clienttest.NewSendCounter()}
 	for i, name := range []string{"a0", "a1", "a2", "s0"} {
 		role := topology.Active
 		if name == "s0" {
@@ -347,45 +346,6 @@ func (c *cluster) client(ctx context.Context) *client.Client {
 	return cl
 }
 
-// attempts counts how often each payload was sent to a node, at the SDK's
-// transport. An event sent once must be stored exactly once; one the SDK
-// had to resend (a node appended it but refused to acknowledge it, or the
-// connection broke) may be stored at most once per send (the SDK is
-// at-least-once, see package client), and never zero times once
-// acknowledged.
-type attempts struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (a *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodPost && req.URL.Path == "/v1/ingest" && req.Body != nil {
-		body, err := io.ReadAll(req.Body)
-		_ = req.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		var ir dataapi.IngestRequest
-		if json.Unmarshal(body, &ir) == nil {
-			a.mu.Lock()
-			for _, e := range ir.Events {
-				a.n[string(e.Payload)]++
-			}
-			a.mu.Unlock()
-		}
-		req = req.Clone(req.Context())
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-	}
-	return http.DefaultTransport.RoundTrip(req)
-}
-
-func (a *attempts) of(id string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.n[id]
-}
-
 // ingester writes unique payloads through the SDK from several goroutines
 // (even ones keyed over 17 keys, odd ones keyless) and remembers what was
 // acknowledged, with the time of each ack per shard.
@@ -523,7 +483,7 @@ func (c *cluster) verify(ctx context.Context, cl *client.Client, in *ingester) {
 	}
 	missing, extra, resent := 0, 0, 0
 	for id, shard := range in.acked {
-		w, sends := seen[id], c.attempts.of(id)
+		w, sends := seen[id], c.attempts.Sends(id)
 		switch {
 		case w == nil:
 			missing++
