@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -9,6 +10,12 @@ import (
 // PausedAnnotation pauses a MeshCluster like spec.paused does: the operator
 // keeps status fresh but changes nothing.
 const PausedAnnotation = "mesh.purplerain.io/paused"
+
+// RotateCredentialsAnnotation requests a rotation of the cluster's
+// credentials: set it to a new value (a timestamp, a ticket number) and the
+// operator rotates once per distinct value, recording the value it handled
+// in status.credentials.rotation.
+const RotateCredentialsAnnotation = "mesh.purplerain.io/rotate-credentials"
 
 // DefaultImage is the mesh-node image used when spec.image is empty.
 const DefaultImage = "ghcr.io/purplerain/mesh-node:v0.1.0"
@@ -89,10 +96,105 @@ type MeshClusterSpec struct {
 	// +optional
 	PodTemplate PodTemplateOverrides `json:"podTemplate,omitempty"`
 
+	// Rules are behaviour rules the nodes evaluate at ingest: an event that
+	// breaks one is refused and the client is told the rule's name. A change
+	// applies without restarting pods.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Rules []RuleSpec `json:"rules,omitempty"`
+
+	// Subnets places nodes in the 4-level subnet hierarchy
+	// (region.fleet.vehicle.subsystem) from their pod labels.
+	// +optional
+	Subnets *SubnetsSpec `json:"subnets,omitempty"`
+
 	// Paused stops the operator from changing anything; it keeps status
 	// fresh. The annotation mesh.purplerain.io/paused="true" does the same.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+}
+
+// RuleSpec is one behaviour rule, in the syntax of the engine's rules
+// package: When selects the events the rule applies to, Require must hold
+// for each of them, RateLimit caps them per key and window. A rule needs
+// Require or RateLimit. Conditions are checked by the operator (they nest,
+// which a CRD schema cannot express); a bad one sets RulesValid=False and
+// the nodes keep the last valid rules.
+// +kubebuilder:validation:XValidation:rule="has(self.require) || has(self.rateLimit)",message="a rule needs require or rateLimit"
+type RuleSpec struct {
+	// Name identifies the rule; clients see it when an event is refused.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// When is a condition selecting the events the rule applies to; unset
+	// means every event. Example: {"field": "kind", "op": "eq", "value":
+	// "telemetry"}; combine with {"and": [...]}, {"or": [...]}, {"not": ...}.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	When *apiextensionsv1.JSON `json:"when,omitempty"`
+
+	// Require is a condition every selected event must meet.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Require *apiextensionsv1.JSON `json:"require,omitempty"`
+
+	// RateLimit admits at most max selected events per value of the key
+	// field per window.
+	// +optional
+	RateLimit *RateLimitSpec `json:"rateLimit,omitempty"`
+}
+
+// RateLimitSpec caps selected events per key and fixed window.
+type RateLimitSpec struct {
+	// Key is the field path whose value gets its own budget; empty means
+	// one budget for all events.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Key string `json:"key,omitempty"`
+	// Max is the number of events admitted per window.
+	// +kubebuilder:validation:Minimum=1
+	Max int64 `json:"max"`
+	// Window is the fixed window, e.g. 1s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	Window metav1.Duration `json:"window"`
+}
+
+// SubnetsSpec assigns nodes to subnets from their pod labels and says which
+// subnets a gateway exports each channel to.
+type SubnetsSpec struct {
+	// Policy maps pod label values onto subnet levels, applied in order.
+	// +kubebuilder:validation:MaxItems=4
+	// +optional
+	Policy []SubnetRule `json:"policy,omitempty"`
+	// Exports lists, per channel, the subnets (e.g. "3.7") that exported
+	// traffic may reach.
+	// +kubebuilder:validation:MaxProperties=256
+	// +optional
+	Exports map[string][]string `json:"exports,omitempty"`
+}
+
+// SubnetRule maps the values of one pod label onto one subnet level.
+type SubnetRule struct {
+	// Label is the pod label read.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	Label string `json:"label"`
+	// Level is 0 (region), 1 (fleet), 2 (vehicle) or 3 (subsystem).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3
+	Level int32 `json:"level"`
+	// Values maps label values to level values 1..255.
+	// +kubebuilder:validation:MinProperties=1
+	// +kubebuilder:validation:MaxProperties=255
+	Values map[string]int32 `json:"values"`
 }
 
 // AckPolicy says when an ingest is acknowledged.
@@ -527,6 +629,9 @@ const (
 	// ConditionScaleDownBlocked: a requested scale-down is not executed;
 	// the message says why.
 	ConditionScaleDownBlocked = "ScaleDownBlocked"
+	// ConditionRulesValid: spec.rules compiled; when False the message
+	// names the bad rule and the nodes keep the last valid rules.
+	ConditionRulesValid = "RulesValid"
 )
 
 // Role is a node's role in the topology.
@@ -562,6 +667,12 @@ type MemberStatus struct {
 	// node follows.
 	// +optional
 	Lag int64 `json:"lag,omitempty"`
+	// Revision is the StatefulSet revision the pod runs.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// Subnet is the node's subnet as it reports it (e.g. "3.7.0.0").
+	// +optional
+	Subnet string `json:"subnet,omitempty"`
 }
 
 // ShardStatus is one shard's placement.
@@ -581,6 +692,53 @@ type ShardStatus struct {
 	// lets the new owner catch up.
 	// +optional
 	Fenced bool `json:"fenced,omitempty"`
+	// IdleSince is when an added shard was first seen underutilised
+	// (autoscaling drains it after scaleDownDelay).
+	// +optional
+	IdleSince *metav1.Time `json:"idleSince,omitempty"`
+}
+
+// AutoscaleStatus is the shard autoscaler's record.
+type AutoscaleStatus struct {
+	// LastChange is when the shard count last changed (cooldown counts
+	// from it).
+	// +optional
+	LastChange *metav1.Time `json:"lastChange,omitempty"`
+	// Reason says why the shard count last changed.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Overloaded is how many shards the last evaluation found overloaded.
+	// +optional
+	Overloaded int32 `json:"overloaded,omitempty"`
+}
+
+// UpdateStatus is the rolling update in progress: the operator replaces
+// pods one at a time, standbys first, handing an active's shards away
+// before its pod restarts.
+type UpdateStatus struct {
+	// Revision is the StatefulSet revision pods are moved to.
+	Revision string `json:"revision"`
+	// Pod is the pod being updated now.
+	// +optional
+	Pod string `json:"pod,omitempty"`
+	// Step is what happens to Pod: Moving (its shards go away),
+	// Restarting (deleted, waiting for it to come back ready) or Rejoining.
+	// +optional
+	Step string `json:"step,omitempty"`
+	// Updated is how many pods run Revision.
+	// +optional
+	Updated int32 `json:"updated,omitempty"`
+}
+
+// CredentialsStatus records the cluster's credentials.
+type CredentialsStatus struct {
+	// Rotation is the last value of the mesh.purplerain.io/rotate-credentials
+	// annotation the operator handled.
+	// +optional
+	Rotation string `json:"rotation,omitempty"`
+	// RotatedAt is when the credentials were last rotated.
+	// +optional
+	RotatedAt *metav1.Time `json:"rotatedAt,omitempty"`
 }
 
 // MigrationStatus is one shard move in flight.
@@ -644,6 +802,15 @@ type MeshClusterStatus struct {
 	// +listMapKey=shard
 	// +optional
 	Migrations []MigrationStatus `json:"migrations,omitempty"`
+	// Autoscale is the shard autoscaler's record.
+	// +optional
+	Autoscale *AutoscaleStatus `json:"autoscale,omitempty"`
+	// Update is the rolling update in progress, if any.
+	// +optional
+	Update *UpdateStatus `json:"update,omitempty"`
+	// Credentials records credential rotations.
+	// +optional
+	Credentials *CredentialsStatus `json:"credentials,omitempty"`
 }
 
 // MeshCluster runs a mesh cluster: StatefulSet pods running mesh-node, with
