@@ -55,9 +55,18 @@ type runningPod struct {
 
 // nextIP hands out loopback addresses; 127.0.1.0/24 is left to this
 // suite (the local cluster of the end-to-end tests uses 127.0.0.x).
+// MESH_TEST_NET (e.g. "127.0.21") moves it, so two runs of the suite on one
+// machine do not collide on the nodes' fixed ports.
 var ipCounter atomic.Int32
 
-func nextIP() string { return fmt.Sprintf("127.0.1.%d", 10+ipCounter.Add(1)) }
+var testNet = func() string {
+	if v := os.Getenv("MESH_TEST_NET"); v != "" {
+		return v
+	}
+	return "127.0.1"
+}()
+
+func nextIP() string { return fmt.Sprintf("%s.%d", testNet, 10+ipCounter.Add(1)) }
 
 func startKubelet(cluster string) *testKubelet {
 	k := &testKubelet{cluster: cluster, dir: GinkgoT().TempDir(), pods: map[string]*runningPod{}, stop: make(chan struct{}), done: make(chan struct{})}
