@@ -32,6 +32,11 @@
 // also knows the peer's key (mTLS, a session handshake) should compare it
 // with Token.Subject.
 //
+// A Verifier's trusted keys can be replaced while it is in use
+// (SetTrusted), and Seal/Open hand a private key to holders of another
+// one: together they let the operator rotate keys on running nodes
+// (trust old and new, switch, drop the old one) without restarting them.
+//
 // Tokens serialize to a compact binary form and, for HTTP headers, to
 // unpadded base64url (EncodeHeader / ParseHeader); the header value carries
 // the whole delegation chain, root first.

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/ed25519"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,9 +15,12 @@ const (
 	DefaultMaxDelegationDepth = 2
 )
 
-// Verifier checks tokens against a set of trusted root keys.
+// Verifier checks tokens against a set of trusted root keys. The set can be
+// replaced while the verifier is in use (SetTrusted): a credential
+// rotation makes a running node trust a new key next to the old one, then
+// the new one alone, without a restart.
 type Verifier struct {
-	trusted  []ed25519.PublicKey
+	trusted  atomic.Pointer[[]ed25519.PublicKey]
 	skew     time.Duration
 	maxDepth int
 }
@@ -39,14 +43,35 @@ func WithMaxDelegationDepth(n int) VerifierOption {
 // signed by one of trusted.
 func NewVerifier(trusted []ed25519.PublicKey, opts ...VerifierOption) *Verifier {
 	v := &Verifier{
-		trusted:  append([]ed25519.PublicKey(nil), trusted...),
 		skew:     DefaultClockSkew,
 		maxDepth: DefaultMaxDelegationDepth,
 	}
+	v.SetTrusted(trusted)
 	for _, o := range opts {
 		o(v)
 	}
 	return v
+}
+
+// SetTrusted replaces the trusted root keys. Verifications already under
+// way finish against the set they started with; later ones use the new
+// set. The caller keeps ownership of trusted (it is copied).
+func (v *Verifier) SetTrusted(trusted []ed25519.PublicKey) {
+	keys := make([]ed25519.PublicKey, 0, len(trusted))
+	for _, k := range trusted {
+		keys = append(keys, append(ed25519.PublicKey(nil), k...))
+	}
+	v.trusted.Store(&keys)
+}
+
+// Trusted returns a copy of the trusted root keys.
+func (v *Verifier) Trusted() []ed25519.PublicKey {
+	keys := *v.trusted.Load()
+	out := make([]ed25519.PublicKey, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, append(ed25519.PublicKey(nil), k...))
+	}
+	return out
 }
 
 // Requirement narrows what Verify demands beyond a scope.
@@ -162,7 +187,7 @@ func (v *Verifier) VerifyHeader(value string, now time.Time, required Scope, req
 }
 
 func (v *Verifier) isTrusted(k ed25519.PublicKey) bool {
-	for _, t := range v.trusted {
+	for _, t := range *v.trusted.Load() {
 		if t.Equal(k) {
 			return true
 		}
