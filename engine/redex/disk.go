@@ -128,10 +128,8 @@ func (l *Log) openDisk() error {
 			if valid < segHeaderSize {
 				from, want = segHeaderSize, sg.base
 			}
-			// TODO(issue 7): there is no repair path for ErrCorrupt yet
-			// (an explicit, logged cut at the first bad frame that an
-			// operator opts into); today the directory must be fixed by
-			// hand or the replica re-synced from its owner.
+			// Cutting here would drop frames that may have been fsynced:
+			// that is Repair's job, run only when an operator asks.
 			if at, seq, ok := intactFrameAfter(b, from, want, o.MaxPayload, o.HeapOnly); ok {
 				return fmt.Errorf("%w: %s: %w, but an intact frame (seq %d) follows at offset %d", ErrCorrupt, sg.path, derr, seq, at)
 			}

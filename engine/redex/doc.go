@@ -55,7 +55,10 @@
 //     segment, are ErrCorrupt: the frames after them may have been fsynced,
 //     so Open refuses rather than cut them. (A power cut that persisted a
 //     later page of unsynced frames but not an earlier one looks the same
-//     and is refused too.)
+//     and is refused too.) Repair is the explicit, opt-in way out: it
+//     cuts the log back to the last good frame before the first damage,
+//     keeps everything before it and reports how many intact frames and
+//     bytes it dropped; Open never calls it.
 //     Fsync errors are returned to the caller and poison the log: later
 //     appends fail with the same error instead of pretending durability.
 //   - Frame seqs are dense within and across segments. The FIRST mark is

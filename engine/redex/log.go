@@ -60,6 +60,9 @@ func Open(opts Options) (*Log, error) {
 		return l, nil
 	}
 	if err := l.openDisk(); err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w (redex.Repair cuts the log back to the last good frame before the damage; it is never done automatically)", err)
+		}
 		return nil, err
 	}
 	l.publish()

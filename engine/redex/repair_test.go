@@ -1,0 +1,183 @@
+package redex
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+// frameOffset is the byte offset of the i-th frame of a segment whose
+// frames all carry payloads of size n.
+func frameOffset(i, n int) int { return segHeaderSize + i*(frameHeaderSize+n) }
+
+// checkKept reopens dir and checks it holds exactly payloads [0, n) of
+// payloadFor at seqs 0..n-1, then that an append continues at n.
+func checkKept(t *testing.T, o Options, n int) {
+	t.Helper()
+	l := openDiskT(t, o)
+	defer l.Close()
+	if l.FirstSeq() != 0 || l.NextSeq() != uint64(n) {
+		t.Fatalf("repaired log holds [%d, %d), want [0, %d)", l.FirstSeq(), l.NextSeq(), n)
+	}
+	es, err := l.Read(0, n+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range es {
+		if e.Seq != uint64(i) || !bytes.Equal(e.Payload, payloadFor(i)) {
+			t.Fatalf("entry %d: seq %d payload %q, want %q", i, e.Seq, e.Payload, payloadFor(i))
+		}
+	}
+	if seq := mustAppend(t, l, "after-repair"); seq != uint64(n) {
+		t.Fatalf("append after repair got seq %d, want %d", seq, n)
+	}
+}
+
+func writeEntries(t *testing.T, o Options, n int) {
+	t.Helper()
+	l := openDiskT(t, o)
+	for i := range n {
+		mustAppend(t, l, string(payloadFor(i)))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flipByte(t *testing.T, path string, off int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off] ^= 0x10
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRepairCutsMidSegmentCorruptionAndKeepsEverythingBefore(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, Logger: discardLogger()}
+	writeEntries(t, o, 10)
+	seg := segments(t, dir)[0]
+	size := len(payloadFor(0))
+	before, _ := os.Stat(seg)
+	// A payload byte of frame 4: frames 5..9 after it are intact, so Open
+	// refuses (this is not a torn write) and names the repair.
+	flipByte(t, seg, frameOffset(4, size)+frameHeaderSize+3)
+	_, err := Open(o)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "redex.Repair") {
+		t.Fatalf("Open of a corrupt log: %v, want ErrCorrupt naming redex.Repair", err)
+	}
+
+	rep, err := Repair(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Cut || rep.Segment != seg || rep.Next != 4 || rep.Offset != int64(frameOffset(4, size)) {
+		t.Fatalf("report %+v, want a cut at seq 4, offset %d of %s", rep, frameOffset(4, size), seg)
+	}
+	if rep.DroppedFrames != 5 || rep.DroppedSegments != 0 || rep.DroppedBytes != before.Size()-int64(frameOffset(4, size)) {
+		t.Fatalf("report %+v, want 5 intact frames and %d bytes dropped", rep, before.Size()-int64(frameOffset(4, size)))
+	}
+	checkKept(t, o, 4)
+
+	// Repairing a sound log changes nothing.
+	after, _ := os.ReadFile(seg)
+	rep, err = Repair(o)
+	if err != nil || rep.Cut || rep.Next != 5 {
+		t.Fatalf("repair of a sound log: %+v, %v; want no cut, next 5", rep, err)
+	}
+	if again, _ := os.ReadFile(seg); !bytes.Equal(again, after) {
+		t.Fatal("repair of a sound log changed the segment")
+	}
+}
+
+func TestRepairCutsCorruptionInALaterSegmentAndDropsTheSegmentsAfterIt(t *testing.T) {
+	dir := t.TempDir()
+	size := len(payloadFor(0))
+	// Four frames per segment: 20 entries in five segments.
+	o := Options{Dir: dir, SegmentBytes: int64(frameOffset(4, size)), Logger: discardLogger()}
+	writeEntries(t, o, 20)
+	segs := segments(t, dir)
+	if len(segs) != 5 {
+		t.Fatalf("setup: %d segments, want 5", len(segs))
+	}
+	var later int64
+	for _, p := range segs[3:] {
+		st, _ := os.Stat(p)
+		later += st.Size()
+	}
+	seg2, _ := os.Stat(segs[2])
+	// Frame 1 of the third segment (seq 9), in its header this time.
+	flipByte(t, segs[2], frameOffset(1, size)+20)
+	if _, err := Open(o); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with a corrupt middle segment: %v, want ErrCorrupt", err)
+	}
+	rep, err := Repair(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBytes := seg2.Size() - int64(frameOffset(1, size)) + later
+	if !rep.Cut || rep.Segment != segs[2] || rep.Next != 9 || rep.DroppedSegments != 2 ||
+		rep.DroppedFrames != 2+8 || rep.DroppedBytes != wantBytes {
+		t.Fatalf("report %+v, want cut at seq 9 in %s, 10 intact frames, 2 segments and %d bytes dropped", rep, segs[2], wantBytes)
+	}
+	if got := segments(t, dir); len(got) != 3 {
+		t.Fatalf("segments after repair: %v, want the first three", got)
+	}
+	checkKept(t, o, 9)
+	// The repaired log reopens again with the append made after the cut.
+	l := openDiskT(t, o)
+	defer l.Close()
+	if e, err := l.Get(9); err != nil || string(e.Payload) != "after-repair" || l.NextSeq() != 10 {
+		t.Fatalf("second reopen: seq 9 = %q (%v), next %d; want the post-repair append and next 10", e.Payload, err, l.NextSeq())
+	}
+}
+
+func TestRepairDropsALaterSegmentWhoseHeaderIsBad(t *testing.T) {
+	dir := t.TempDir()
+	size := len(payloadFor(0))
+	o := Options{Dir: dir, SegmentBytes: int64(frameOffset(4, size)), Logger: discardLogger()}
+	writeEntries(t, o, 12)
+	segs := segments(t, dir)
+	flipByte(t, segs[1], 2) // the magic
+	if _, err := Open(o); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: %v, want ErrCorrupt", err)
+	}
+	rep, err := Repair(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Cut || rep.Next != 4 || rep.Offset != 0 || rep.DroppedSegments != 1 || rep.DroppedFrames != 8 {
+		t.Fatalf("report %+v, want the bad segment and the next dropped whole (8 intact frames), next 4", rep)
+	}
+	checkKept(t, o, 4)
+}
+
+func TestRepairKeepsTheSeqCounterWhenTheFirstSegmentGoes(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, FirstSeq: 100, Logger: discardLogger()}
+	l := openDiskT(t, o)
+	for i := range 3 {
+		mustAppend(t, l, string(payloadFor(i)))
+	}
+	l.Close()
+	seg := segments(t, dir)[0]
+	flipByte(t, seg, 9) // the base seq in the header: it no longer matches the name
+	if _, err := Open(o); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: %v, want ErrCorrupt", err)
+	}
+	rep, err := Repair(o)
+	if err != nil || !rep.Cut || rep.Next != 100 {
+		t.Fatalf("repair: %+v, %v; want the segment dropped and next 100", rep, err)
+	}
+	l = openDiskT(t, o)
+	defer l.Close()
+	if l.NextSeq() != 100 {
+		t.Fatalf("reopened at next seq %d, want 100 (seqs never go back)", l.NextSeq())
+	}
+}
