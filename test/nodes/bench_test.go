@@ -22,7 +22,7 @@ func BenchmarkHandoffPreloadedShard(b *testing.B) {
 	}
 	ctx := context.Background()
 	// No daemons: the benchmark measures the log handoff alone.
-	c := newClusterWith(b, 50, "Leader", nil)
+	c := newClusterWith(b, 170, "Leader", nil)
 	c.bootstrap()
 	cl := c.client(ctx)
 	shard := c.ownedBy("a0")[0]
