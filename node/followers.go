@@ -67,8 +67,9 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 			Log:   l,
 			Epoch: n.epoch,
 			Token: func() ([]byte, error) {
-				tok, err := n.clusterKey.TryIssue(identity.Grant{
-					Subject: n.clusterKey.PublicKey(), Scope: identity.ScopeReplicate,
+				key := n.ClusterKey() // a rotation may have replaced it
+				tok, err := key.TryIssue(identity.Grant{
+					Subject: key.PublicKey(), Scope: identity.ScopeReplicate,
 					Shard: shard, ShardBound: true, TTL: replicateTokenTTL,
 				}, n.now())
 				if err != nil {

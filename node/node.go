@@ -35,10 +35,13 @@ type Node struct {
 	rules *rules.Engine
 
 	// Replication followers (followers.go), one per followed shard; guarded
-	// by applyMu.
-	clusterKey    *identity.KeyPair
-	syncBeforeAck bool
-	followers     map[uint16]*follower
+	// by applyMu. clusterKey (written under applyMu and mu, read under
+	// either) signs the followers' tokens; prevClusterKey is the one it
+	// replaced (a credential rotation), kept to open keys sealed under it.
+	clusterKey     *identity.KeyPair
+	prevClusterKey *identity.KeyPair
+	syncBeforeAck  bool
+	followers      map[uint16]*follower
 
 	// daemons are the hosted daemon instances (daemons.go).
 	daemons *daemonTable
@@ -145,6 +148,43 @@ func (n *Node) SetReplicas(r ReplicaWaiter) {
 // specification is unchanged keep their rate windows, so a reload does not
 // hand out a fresh budget.
 func (n *Node) SetRules(set *rules.Set) { n.rules.Replace(set) }
+
+// ClusterKey is the key the node signs its replication tokens with (nil:
+// none).
+func (n *Node) ClusterKey() *identity.KeyPair {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.clusterKey
+}
+
+// ClusterKeys are the cluster keys whose private half the node holds: the
+// signing key first, then the one it replaced, if any.
+func (n *Node) ClusterKeys() []*identity.KeyPair {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	var out []*identity.KeyPair
+	for _, k := range []*identity.KeyPair{n.clusterKey, n.prevClusterKey} {
+		if k != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// SetClusterKey makes k the key replication tokens are signed with from
+// now on (a credential rotation: peers already trust it). Replication
+// streams already open keep running; their next reconnection presents a
+// token signed with k.
+func (n *Node) SetClusterKey(k *identity.KeyPair) {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.clusterKey != nil && k.PublicKey().Equal(n.clusterKey.PublicKey()) {
+		return
+	}
+	n.prevClusterKey, n.clusterKey = n.clusterKey, k
+}
 
 // Name is the node's member name.
 func (n *Node) Name() string { return n.name }
