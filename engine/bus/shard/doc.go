@@ -27,4 +27,10 @@
 //     Scale-down happens only after a shard has stayed under the
 //     underutilised threshold for the whole ScaleDownDelay, and never below
 //     MinShards or within Cooldown of the previous scaling action.
+//   - Decide scales up only when more than OverloadedFraction of the
+//     non-draining shards are overloaded (the mesh operator uses one half;
+//     zero, the bus monitor's setting, means any one) and fewer than
+//     MaxShards shards exist, draining ones included. Draining shards are
+//     never evaluated, never drained twice, and never count towards
+//     MinShards. Base shards (not Removable) are never drained.
 package shard

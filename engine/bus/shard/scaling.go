@@ -20,9 +20,19 @@ type Policy struct {
 	// FlushLatencyThreshold: scale up when a batch takes this long on
 	// average to dispatch to the adapter.
 	FlushLatencyThreshold time.Duration
+	// EventRateThreshold: a shard receiving at least this many events per
+	// second on average is overloaded (Net's velocity signal).
+	EventRateThreshold float64
 	// UnderutilizedThreshold: a shard whose mean fill ratio stays below it
-	// is idle.
+	// is idle. With EventRateThreshold set, an idle shard's event rate
+	// must also stay below UnderutilizedThreshold × EventRateThreshold, so
+	// a shard that is busy but drains fast is never taken for idle.
 	UnderutilizedThreshold float64
+	// OverloadedFraction is the share of evaluated shards that must be
+	// overloaded for a scale-up: more than this fraction (0.5: more than
+	// half). Zero means a single overloaded shard suffices (the bus's own
+	// monitor).
+	OverloadedFraction float64
 	// Cooldown is the minimum time between two scaling actions.
 	Cooldown time.Duration
 	// ScaleDownDelay is how long a shard must stay idle before it is
@@ -57,6 +67,8 @@ type Sample struct {
 	FillRatio    float64
 	PushLatency  time.Duration
 	FlushLatency time.Duration
+	// EventRate is events per second.
+	EventRate float64
 }
 
 // Window keeps a shard's recent samples, bounded by both age and count.
@@ -101,26 +113,33 @@ func (w *Window) Mean() Sample {
 	var push, flush time.Duration
 	for _, s := range w.samples {
 		m.FillRatio += s.FillRatio
+		m.EventRate += s.EventRate
 		push += s.PushLatency
 		flush += s.FlushLatency
 		m.At = s.At
 	}
 	n := len(w.samples)
 	m.FillRatio /= float64(n)
+	m.EventRate /= float64(n)
 	m.PushLatency = push / time.Duration(n)
 	m.FlushLatency = flush / time.Duration(n)
 	return m
 }
 
-// ShardLoad is one active shard's averaged metrics as Decide sees them.
+// ShardLoad is one shard's averaged metrics as Decide sees them.
 type ShardLoad struct {
 	ID           uint16
 	FillRatio    float64
 	PushLatency  time.Duration
 	FlushLatency time.Duration
+	EventRate    float64
 	// Removable is false for shards the policy may never drain (the
 	// cluster's base shards).
 	Removable bool
+	// Draining shards still exist (they count against MaxShards and
+	// MinShards is counted without them) but take no new events: they
+	// are neither overloaded nor candidates for another drain.
+	Draining bool
 }
 
 // Action is what Decide asks for.
@@ -142,11 +161,13 @@ func (a Action) String() string {
 	return "None"
 }
 
-// Decision is Decide's answer. Shard is set for ScaleDown.
+// Decision is Decide's answer. Shard is set for ScaleDown. Overloaded
+// is how many evaluated shards were overloaded, whatever the action.
 type Decision struct {
-	Action Action
-	Shard  uint16
-	Reason string
+	Action     Action
+	Shard      uint16
+	Reason     string
+	Overloaded int
 }
 
 // ScalingState is what Decide carries from one evaluation to the next.
@@ -157,12 +178,31 @@ type ScalingState struct {
 	IdleSince map[uint16]time.Time
 }
 
-// Decide evaluates p over the active shards' loads at now. It is pure: the
+// Decide evaluates p over the shards' loads at now. It is pure: the
 // returned state is a new value and st is not modified.
+//
+// A shard is overloaded when any set threshold is reached. The policy
+// scales up when more than OverloadedFraction of the non-draining shards
+// are overloaded (any one with the zero fraction) and fewer than
+// MaxShards shards exist, draining ones included. It drains the longest
+// idle removable shard once it has been idle for ScaleDownDelay, never
+// leaving fewer than MinShards non-draining shards. Either action waits
+// out Cooldown since the previous one.
 func Decide(p Policy, st ScalingState, loads []ShardLoad, now time.Time) (Decision, ScalingState) {
 	next := ScalingState{LastScale: st.LastScale, IdleSince: make(map[uint16]time.Time, len(loads))}
+	var (
+		overloaded []string
+		live       int
+	)
 	for _, l := range loads {
-		if l.FillRatio < p.UnderutilizedThreshold {
+		if l.Draining {
+			continue
+		}
+		live++
+		if why := p.overload(l); why != "" {
+			overloaded = append(overloaded, why)
+		}
+		if p.idle(l) {
 			if since, ok := st.IdleSince[l.ID]; ok {
 				next.IdleSince[l.ID] = since
 			} else {
@@ -170,30 +210,24 @@ func Decide(p Policy, st ScalingState, loads []ShardLoad, now time.Time) (Decisi
 			}
 		}
 	}
+	d := Decision{Overloaded: len(overloaded)}
 
 	if !st.LastScale.IsZero() && now.Sub(st.LastScale) < p.Cooldown {
-		return Decision{Reason: "cooldown"}, next
+		d.Reason = "cooldown"
+		return d, next
 	}
 
-	if len(loads) < p.MaxShards {
-		for _, l := range loads {
-			var why string
-			switch {
-			case p.FillRatioThreshold > 0 && l.FillRatio >= p.FillRatioThreshold:
-				why = fmt.Sprintf("shard %d fill ratio %.2f >= %.2f", l.ID, l.FillRatio, p.FillRatioThreshold)
-			case p.PushLatencyThreshold > 0 && l.PushLatency >= p.PushLatencyThreshold:
-				why = fmt.Sprintf("shard %d push latency %s >= %s", l.ID, l.PushLatency, p.PushLatencyThreshold)
-			case p.FlushLatencyThreshold > 0 && l.FlushLatency >= p.FlushLatencyThreshold:
-				why = fmt.Sprintf("shard %d flush latency %s >= %s", l.ID, l.FlushLatency, p.FlushLatencyThreshold)
-			default:
-				continue
-			}
-			next.LastScale = now
-			return Decision{Action: ScaleUp, Reason: why}, next
+	if len(loads) < p.MaxShards && len(overloaded) > 0 && float64(len(overloaded)) > p.OverloadedFraction*float64(live) {
+		next.LastScale = now
+		d.Action = ScaleUp
+		d.Reason = overloaded[0]
+		if p.OverloadedFraction > 0 {
+			d.Reason = fmt.Sprintf("%d of %d shards overloaded (%s)", len(overloaded), live, overloaded[0])
 		}
+		return d, next
 	}
 
-	if len(loads) > p.MinShards {
+	if live > p.MinShards {
 		var (
 			pick  uint16
 			since time.Time
@@ -201,7 +235,7 @@ func Decide(p Policy, st ScalingState, loads []ShardLoad, now time.Time) (Decisi
 		)
 		for _, l := range loads {
 			s, idle := next.IdleSince[l.ID]
-			if !idle || !l.Removable || now.Sub(s) < p.ScaleDownDelay {
+			if !idle || !l.Removable || l.Draining || now.Sub(s) < p.ScaleDownDelay {
 				continue
 			}
 			// Longest idle first; among equals the highest id, so the
@@ -213,11 +247,37 @@ func Decide(p Policy, st ScalingState, loads []ShardLoad, now time.Time) (Decisi
 		if found {
 			next.LastScale = now
 			delete(next.IdleSince, pick)
-			return Decision{Action: ScaleDown, Shard: pick,
-				Reason: fmt.Sprintf("shard %d idle since %s (>= %s)", pick, since.Format(time.RFC3339Nano), p.ScaleDownDelay)}, next
+			d.Action, d.Shard = ScaleDown, pick
+			d.Reason = fmt.Sprintf("shard %d idle since %s (>= %s)", pick, since.Format(time.RFC3339Nano), p.ScaleDownDelay)
+			return d, next
 		}
 	}
-	return Decision{}, next
+	return d, next
+}
+
+// overload says why l is overloaded under p ("" if it is not).
+func (p Policy) overload(l ShardLoad) string {
+	switch {
+	case p.FillRatioThreshold > 0 && l.FillRatio >= p.FillRatioThreshold:
+		return fmt.Sprintf("shard %d fill ratio %.2f >= %.2f", l.ID, l.FillRatio, p.FillRatioThreshold)
+	case p.PushLatencyThreshold > 0 && l.PushLatency >= p.PushLatencyThreshold:
+		return fmt.Sprintf("shard %d push latency %s >= %s", l.ID, l.PushLatency, p.PushLatencyThreshold)
+	case p.FlushLatencyThreshold > 0 && l.FlushLatency >= p.FlushLatencyThreshold:
+		return fmt.Sprintf("shard %d flush latency %s >= %s", l.ID, l.FlushLatency, p.FlushLatencyThreshold)
+	case p.EventRateThreshold > 0 && l.EventRate >= p.EventRateThreshold:
+		return fmt.Sprintf("shard %d event rate %.1f/s >= %.1f/s", l.ID, l.EventRate, p.EventRateThreshold)
+	}
+	return ""
+}
+
+// idle says l is under the underutilised threshold on every signal that
+// has a scale: its fill ratio, and its event rate when the policy has an
+// event-rate threshold.
+func (p Policy) idle(l ShardLoad) bool {
+	if l.FillRatio >= p.UnderutilizedThreshold {
+		return false
+	}
+	return p.EventRateThreshold <= 0 || l.EventRate < p.UnderutilizedThreshold*p.EventRateThreshold
 }
 
 // clone is used by tests to check Decide leaves its input alone.

@@ -141,3 +141,90 @@ func TestWindowBoundedByCountAndAge(t *testing.T) {
 		t.Fatalf("mean = %+v, want fill 0.3 push 2ms", m)
 	}
 }
+
+// The operator's policy: more than half of the non-draining shards must
+// be overloaded, draining shards count against MaxShards but are never
+// evaluated, and the event rate is a signal both ways (busy above the
+// threshold, idle only far below it).
+func TestDecideMajorityTable(t *testing.T) {
+	p := testPolicy()
+	p.MaxShards = 6
+	p.OverloadedFraction = 0.5
+	p.EventRateThreshold = 100
+	hot := func(id uint16) ShardLoad { return ShardLoad{ID: id, EventRate: 150, Removable: id >= 2} }
+	warm := func(id uint16) ShardLoad { return ShardLoad{ID: id, EventRate: 50, Removable: id >= 2} }
+	cold := func(id uint16) ShardLoad { return ShardLoad{ID: id, EventRate: 1, Removable: id >= 2} }
+	draining := func(l ShardLoad) ShardLoad { l.Draining = true; return l }
+	longIdle := func(ids ...uint16) ScalingState {
+		st := ScalingState{IdleSince: map[uint16]time.Time{}}
+		for _, id := range ids {
+			st.IdleSince[id] = t0.Add(-time.Hour)
+		}
+		return st
+	}
+	cases := []struct {
+		name       string
+		st         ScalingState
+		loads      []ShardLoad
+		want       Action
+		shard      uint16
+		overloaded int
+	}{
+		{name: "half overloaded is not more than half", loads: []ShardLoad{hot(0), warm(1)}, want: None, overloaded: 1},
+		{name: "two of three overloaded scales up", loads: []ShardLoad{hot(0), hot(1), warm(2)}, want: ScaleUp, overloaded: 2},
+		{name: "event rate alone scales up", loads: []ShardLoad{hot(0), hot(1)}, want: ScaleUp, overloaded: 2},
+		{name: "draining shards are not evaluated", loads: []ShardLoad{hot(0), warm(1), draining(hot(2)), draining(hot(3))}, want: None, overloaded: 1},
+		{name: "draining shards count against max", loads: []ShardLoad{hot(0), hot(1), hot(2), hot(3), hot(4), draining(cold(5))}, want: None, overloaded: 5},
+		{name: "draining shards shrink the majority base", loads: []ShardLoad{hot(0), warm(1), hot(2), draining(cold(3))}, want: ScaleUp, overloaded: 2},
+		{name: "a busy shard that drains fast is not idle", st: longIdle(2), loads: []ShardLoad{warm(0), warm(1), {ID: 2, EventRate: 20, Removable: true}}, want: None},
+		{name: "a cold added shard drains", st: longIdle(2), loads: []ShardLoad{warm(0), warm(1), cold(2)}, want: ScaleDown, shard: 2},
+		{name: "a draining shard is not drained again", st: longIdle(2, 3), loads: []ShardLoad{warm(0), warm(1), draining(cold(2)), cold(3)}, want: ScaleDown, shard: 3},
+		{name: "min shards counts live shards only", st: longIdle(2), loads: []ShardLoad{warm(0), draining(cold(1)), cold(2)}, want: None},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d, next := Decide(p, c.st, c.loads, t0)
+			if d.Action != c.want || (c.want == ScaleDown && d.Shard != c.shard) {
+				t.Fatalf("Decide = %+v, want %s shard %d", d, c.want, c.shard)
+			}
+			if d.Overloaded != c.overloaded && c.want != ScaleDown {
+				t.Fatalf("Overloaded = %d, want %d", d.Overloaded, c.overloaded)
+			}
+			for _, l := range c.loads {
+				if _, ok := next.IdleSince[l.ID]; ok && l.Draining {
+					t.Fatalf("draining shard %d tracked as idle", l.ID)
+				}
+			}
+		})
+	}
+}
+
+// Cooldown and MaxShards across successive evaluations under a load that
+// never lets up: one shard per cooldown, then nothing at the cap.
+func TestScaleUpHonoursCooldownAndMax(t *testing.T) {
+	p := testPolicy()
+	p.MaxShards, p.OverloadedFraction, p.EventRateThreshold = 5, 0.5, 10
+	loads := []ShardLoad{{ID: 0, EventRate: 50}, {ID: 1, EventRate: 50}}
+	var (
+		st     ScalingState
+		ups    []time.Time
+		now    = t0
+		second = time.Second
+	)
+	for ; now.Before(t0.Add(2 * time.Minute)); now = now.Add(second) {
+		var d Decision
+		d, st = Decide(p, st, loads, now)
+		if d.Action == ScaleUp {
+			ups = append(ups, now)
+			loads = append(loads, ShardLoad{ID: uint16(len(loads)), EventRate: 50, Removable: true})
+		}
+	}
+	if len(loads) != p.MaxShards {
+		t.Fatalf("ended with %d shards, want the cap %d", len(loads), p.MaxShards)
+	}
+	for i := 1; i < len(ups); i++ {
+		if gap := ups[i].Sub(ups[i-1]); gap < p.Cooldown {
+			t.Fatalf("scale-ups %s apart, cooldown is %s", gap, p.Cooldown)
+		}
+	}
+}
