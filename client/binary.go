@@ -15,6 +15,7 @@ func (c *Client) Close() error {
 	c.wmu.Lock()
 	conns := c.wconns
 	c.wconns = map[string]*wireapi.Conn{}
+	c.wauth = map[*wireapi.Conn][]byte{}
 	c.wmu.Unlock()
 	for _, wc := range conns {
 		_ = wc.Close()
@@ -42,28 +43,36 @@ func (c *Client) wireConn(ctx context.Context, addr string) (*wireapi.Conn, erro
 	c.wmu.Lock()
 	wc := c.wconns[addr]
 	c.wmu.Unlock()
+	raw, _, err := c.tokens.get()
+	if err != nil {
+		return nil, err
+	}
 	if wc != nil && wc.Err() == nil {
+		// Present a renewed token before the old one expires.
+		if err := c.authConn(wc, raw, func(tok []byte) error { return wc.Authenticate(ctx, tok) }); err != nil {
+			return nil, asClientError(err)
+		}
 		return wc, nil
 	}
 	nc, err := wireapi.Dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	if len(c.opts.WireToken) > 0 {
-		if err := nc.Authenticate(ctx, c.opts.WireToken); err != nil {
-			_ = nc.Close()
-			return nil, asClientError(err)
-		}
+	if err := c.authConn(nc, raw, func(tok []byte) error { return nc.Authenticate(ctx, tok) }); err != nil {
+		_ = nc.Close()
+		return nil, asClientError(err)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if cur := c.wconns[addr]; cur != nil && cur != wc && cur.Err() == nil {
 		// Another caller dialed first; keep one connection.
+		delete(c.wauth, nc)
 		go func() { _ = nc.Close() }()
 		return cur, nil
 	}
 	if wc != nil {
 		_ = wc.Close()
+		delete(c.wauth, wc)
 	}
 	c.wconns[addr] = nc
 	return nc, nil

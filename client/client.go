@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/refusal"
 	"github.com/purplerain/mesh-operator/node/topology"
@@ -57,10 +58,20 @@ type Options struct {
 	// Transport carries ingest and poll: TransportHTTP (the default) or
 	// TransportBinary.
 	Transport Transport
-	// WireToken, if set, is presented (identity binary form) on every
-	// binary connection before its first request, for nodes whose wire
-	// port requires authentication. Ignored with TransportHTTP.
+	// Token, if set, is a data-API permission token (identity binary
+	// form) sent with every HTTP request (Mesh-Token header) and presented
+	// on every binary connection before its first request.
+	Token []byte
+	// WireToken is the former name of Token (same effect, both
+	// transports); set one of them.
 	WireToken []byte
+	// Credentials, if set (instead of Token), are the cluster's data key
+	// and the operator's grant to it (the <cluster>-data-key Secret, see
+	// identity.DataCredentialsFromSecretData): the client delegates itself
+	// tokens of TokenTTL (default DefaultTokenTTL) and renews them at half
+	// their life.
+	Credentials *identity.DataCredentials
+	TokenTTL    time.Duration
 }
 
 // Transport selects how ingest and poll reach the nodes.
@@ -83,8 +94,11 @@ type Client struct {
 	topo *topology.Topology
 	rr   int
 
+	tokens *tokenSource // nil: no authentication
+
 	wmu    sync.Mutex
 	wconns map[string]*wireapi.Conn // by wire address (TransportBinary)
+	wauth  map[*wireapi.Conn][]byte // the token each connection presented
 }
 
 // New returns a client and learns the topology from one of the addresses.
@@ -101,7 +115,11 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = time.Second
 	}
-	c := &Client{opts: opts, http: opts.HTTPClient, wconns: map[string]*wireapi.Conn{}}
+	tokens, err := newTokenSource(opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{opts: opts, http: opts.HTTPClient, tokens: tokens, wconns: map[string]*wireapi.Conn{}, wauth: map[*wireapi.Conn][]byte{}}
 	if err := c.Refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -278,10 +296,16 @@ func (e *Error) Error() string {
 }
 
 // Unwrap exposes a rule refusal as a *RuleRejectedError, so callers branch
-// with errors.As.
+// with errors.As, and authentication refusals as dataapi.ErrUnauthenticated
+// (401) or dataapi.ErrForbidden (403).
 func (e *Error) Unwrap() error {
-	if e.Code == dataapi.CodeRuleRejected {
+	switch e.Code {
+	case dataapi.CodeRuleRejected:
 		return &RuleRejectedError{Rule: e.Rule, Rules: e.Rules, RateLimited: e.RateLimited}
+	case dataapi.CodeUnauthenticated:
+		return dataapi.ErrUnauthenticated
+	case dataapi.CodeRejected:
+		return dataapi.ErrForbidden
 	}
 	return nil
 }
@@ -330,6 +354,13 @@ func (c *Client) get(ctx context.Context, addr, path string, out any) error {
 }
 
 func (c *Client) do(req *http.Request, out any) error {
+	_, header, err := c.tokens.get()
+	if err != nil {
+		return err
+	}
+	if header != "" {
+		req.Header.Set(identity.HeaderName, header)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err

@@ -56,6 +56,39 @@ type Config struct {
 	Rules []rules.Spec `json:"rules,omitempty"`
 	// Subnets optionally places nodes in the 4-level subnet hierarchy.
 	Subnets *Subnets `json:"subnets,omitempty"`
+	// DataAuth says how the data API (HTTP and binary) authenticates
+	// clients. Absent means mode Token: turning authentication off takes
+	// an explicit {"mode": "None"}.
+	DataAuth *DataAuth `json:"dataAuth,omitempty"`
+}
+
+// Data-API authentication modes.
+const (
+	// DataAuthToken: every data-API request carries a permission token
+	// whose root link the operator key (credentials.operatorPublicKey)
+	// signed, with at most one delegated link below it (the cluster's data
+	// key, see identity.DataCredentials); ingest needs
+	// identity.ScopeIngest, poll identity.ScopeConsume, the topology
+	// either.
+	DataAuthToken = "Token"
+	// DataAuthNone: the data API accepts anyone. For local use and tests
+	// only; the operator never renders it.
+	DataAuthNone = "None"
+)
+
+// DataAuth is the data-API authentication section.
+type DataAuth struct {
+	// Mode is "Token" or "None".
+	Mode string `json:"mode"`
+}
+
+// DataAuthMode is the effective data-API authentication mode: Token unless
+// the section says None.
+func (c *Config) DataAuthMode() string {
+	if c.DataAuth == nil {
+		return DataAuthToken
+	}
+	return c.DataAuth.Mode
 }
 
 // Subnets is the subnet assignment policy and the gateway's exports.
@@ -261,6 +294,9 @@ func (c *Config) Validate() error {
 				bad("rules", "%v", e)
 			}
 		}
+	}
+	if a := c.DataAuth; a != nil && a.Mode != DataAuthToken && a.Mode != DataAuthNone {
+		bad("dataAuth.mode", "must be %s or %s, got %q (omit the section for %s)", DataAuthToken, DataAuthNone, a.Mode, DataAuthToken)
 	}
 	if c.Subnets != nil {
 		if _, _, err := c.Subnets.Gateway(); err != nil {

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
+
+	"github.com/purplerain/mesh-operator/engine/identity"
 
 	"github.com/purplerain/mesh-operator/node/refusal"
 	"github.com/purplerain/mesh-operator/node/topology"
@@ -46,18 +49,60 @@ type Server struct {
 	backend Backend
 	log     *slog.Logger
 	mux     *http.ServeMux
+	auth    *tokenCache
 }
 
-// New returns the data API handler.
+// Options configures a Server.
+type Options struct {
+	Backend Backend
+	Logger  *slog.Logger
+	// Verifier, if set, makes every request need a token (see the package
+	// doc); nil serves anyone.
+	Verifier *identity.Verifier
+	// Now is the clock tokens are checked against. Default time.Now.
+	Now func() time.Time
+}
+
+// New returns the data API handler without authentication.
 func New(b Backend, logger *slog.Logger) *Server {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	return NewServer(Options{Backend: b, Logger: logger})
+}
+
+// NewServer returns the data API handler.
+func NewServer(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{backend: b, log: logger, mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST /v1/ingest", s.ingest)
-	s.mux.HandleFunc("GET /v1/poll", s.poll)
-	s.mux.HandleFunc("GET /v1/topology", s.topology)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{backend: o.Backend, log: o.Logger, mux: http.NewServeMux()}
+	if o.Verifier != nil {
+		s.auth = &tokenCache{v: o.Verifier, now: o.Now, m: map[string]grant{}}
+	}
+	s.mux.HandleFunc("POST /v1/ingest", s.authorized(identity.ScopeIngest, s.ingest))
+	s.mux.HandleFunc("GET /v1/poll", s.authorized(identity.ScopeConsume, s.poll))
+	s.mux.HandleFunc("GET /v1/topology", s.authorized(0, s.topology))
 	return s
+}
+
+// authorized wraps h with the token check for scope (0: ingest or
+// consume).
+func (s *Server) authorized(scope identity.Scope, h http.HandlerFunc) http.HandlerFunc {
+	if s.auth == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		status, body := s.auth.check(r.Header.Get(identity.HeaderName), scope)
+		if status != http.StatusOK {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", identity.HeaderName)
+			}
+			writeError(w, status, body)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // ServeHTTP implements http.Handler.

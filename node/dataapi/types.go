@@ -10,10 +10,33 @@
 // behaviour rule refuses is 422 (429 when rate limited) with code
 // rule_rejected and the rule's name; nothing of it was appended.
 //
-// TODO(issue 7): the data API is not authenticated yet (the admin API is);
-// ingest and consume tokens (identity.ScopeIngest/ScopeConsume) come with
-// the binary wire data API.
+// # Authentication
+//
+// With Options.Verifier set (the node runtime sets it unless its
+// configuration says dataAuth mode None), every request carries a
+// permission token in the Mesh-Token header (identity.EncodeHeader form):
+// ingest needs identity.ScopeIngest, poll identity.ScopeConsume, the
+// topology either. A missing, malformed, untrusted or expired token is
+// 401 with code unauthenticated (and WWW-Authenticate: Mesh-Token); a
+// valid token without the scope is 403 with code rejected. Either way the
+// request changed nothing. Tokens are the operator's: their root link is
+// signed by the operator key, directly or through the cluster's data key
+// (identity.DataCredentials, the <cluster>-data-key Secret), which lets a
+// client delegate itself short-lived tokens. The binary data API (package
+// wireapi) checks the same tokens.
+//
+// Tokens are bearer credentials and HTTP here is plain text: run the data
+// port on a trusted network or behind TLS termination.
 package dataapi
+
+import "errors"
+
+// ErrUnauthenticated and ErrForbidden are what the SDK's refusals unwrap
+// to for codes unauthenticated (401) and rejected (403).
+var (
+	ErrUnauthenticated = errors.New("dataapi: no valid token")
+	ErrForbidden       = errors.New("dataapi: token does not allow this")
+)
 
 // Event is one event to ingest. An event with a key goes to the key's base
 // shard; a keyless one to a shard the receiving node owns.
@@ -66,6 +89,8 @@ const (
 	CodeBackpressure    = "backpressure"
 	CodeBehindRetention = "behind_retention"
 	CodeRejected        = "rejected"
+	// CodeUnauthenticated: no valid token (401); get a fresh one.
+	CodeUnauthenticated = "unauthenticated"
 	CodeInternal        = "internal"
 
 	// CodeRuleRejected: a behaviour rule refused the whole request (422,

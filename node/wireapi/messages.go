@@ -105,6 +105,8 @@ func (e *RefusedError) Unwrap() error {
 		return refusal.ErrBehindRetention
 	case dataapi.CodeRuleRejected:
 		return &refusal.RuleRejectedError{Rule: e.Rule, Rules: e.Rules, RateLimited: e.RateLimited}
+	case dataapi.CodeRejected:
+		return dataapi.ErrForbidden
 	}
 	return nil
 }
