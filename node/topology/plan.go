@@ -146,3 +146,87 @@ func names(members []Member, role Role) []string {
 	}
 	return out
 }
+
+// AddShard returns a copy of t at epoch+1 with a new added shard id owned
+// by the least loaded active member (fewest non-draining shards owned;
+// ties go to the lower of load, then the first in member order) and
+// followed by every standby. load, when not nil, breaks ties between
+// owners of as many shards (for example their event rates). id must be at
+// or above BaseShards and not present.
+func AddShard(t *Topology, id uint16, load map[string]float64) (*Topology, error) {
+	if int(id) < t.BaseShards {
+		return nil, fmt.Errorf("topology: shard %d is a base shard, added shards start at %d", id, t.BaseShards)
+	}
+	if _, ok := t.Shard(id); ok {
+		return nil, fmt.Errorf("topology: shard %d already exists", id)
+	}
+	owner := LeastLoadedActive(t, load)
+	if owner == "" {
+		return nil, fmt.Errorf("topology: no active member to own shard %d", id)
+	}
+	next := t.Clone()
+	next.Shards = append(next.Shards, Shard{ID: id, Owner: owner, Followers: names(t.Members, Standby)})
+	slices.SortFunc(next.Shards, func(a, b Shard) int { return cmp.Compare(a.ID, b.ID) })
+	next.Epoch++
+	return next, next.Validate()
+}
+
+// LeastLoadedActive is the active member owning the fewest non-draining
+// shards; ties go to the lowest load (when load is not nil), then to the
+// first in member order. "" when there is no active member.
+func LeastLoadedActive(t *Topology, load map[string]float64) string {
+	owned := map[string]int{}
+	for _, s := range t.Shards {
+		if !s.Draining {
+			owned[s.Owner]++
+		}
+	}
+	best := ""
+	for _, m := range t.Members {
+		if m.Role != Active {
+			continue
+		}
+		switch {
+		case best == "":
+		case owned[m.Name] < owned[best]:
+		case owned[m.Name] == owned[best] && load[m.Name] < load[best]:
+		default:
+			continue
+		}
+		best = m.Name
+	}
+	return best
+}
+
+// WithDraining returns a copy of t at epoch+1 in which added shard id is
+// draining.
+func WithDraining(t *Topology, id uint16) (*Topology, error) {
+	if int(id) < t.BaseShards {
+		return nil, fmt.Errorf("topology: shard %d is a base shard and never drains", id)
+	}
+	next := t.Clone()
+	i := slices.IndexFunc(next.Shards, func(s Shard) bool { return s.ID == id })
+	if i < 0 {
+		return nil, fmt.Errorf("topology: shard %d does not exist", id)
+	}
+	next.Shards[i].Draining = true
+	next.Epoch++
+	return next, next.Validate()
+}
+
+// WithoutShard returns a copy of t at epoch+1 without the draining shard
+// id (retention emptied it). Only a draining shard can be removed, so a
+// shard that still takes events is never dropped by mistake.
+func WithoutShard(t *Topology, id uint16) (*Topology, error) {
+	s, ok := t.Shard(id)
+	if !ok {
+		return nil, fmt.Errorf("topology: shard %d does not exist", id)
+	}
+	if !s.Draining {
+		return nil, fmt.Errorf("topology: shard %d is not draining and cannot be removed", id)
+	}
+	next := t.Clone()
+	next.Shards = slices.DeleteFunc(next.Shards, func(s Shard) bool { return s.ID == id })
+	next.Epoch++
+	return next, next.Validate()
+}

@@ -146,3 +146,52 @@ func TestWithMoveKeepsTheOldOwnerAsFollowerAndBumpsTheEpoch(t *testing.T) {
 		t.Fatal("a move from a non-owner must be refused")
 	}
 }
+
+func TestAddDrainRemoveShard(t *testing.T) {
+	base := &Topology{Cluster: "c", Epoch: 4, LeaseMillis: 1000, BaseShards: 3,
+		Members: []Member{{Name: "a", Role: Active}, {Name: "b", Role: Active}, {Name: "s", Role: Standby}},
+		Shards:  []Shard{{ID: 0, Owner: "a", Followers: []string{"s"}}, {ID: 1, Owner: "b", Followers: []string{"s"}}, {ID: 2, Owner: "a", Followers: []string{"s"}}}}
+	if _, err := AddShard(base, 2, nil); err == nil {
+		t.Fatal("AddShard accepted a base shard id")
+	}
+	added, err := AddShard(base, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := added.Shard(3)
+	if s.Owner != "b" || !slices.Equal(s.Followers, []string{"s"}) || added.Epoch != 5 {
+		t.Fatalf("added shard %+v at epoch %d, want owner b (least loaded) followed by s at epoch 5", s, added.Epoch)
+	}
+	if len(base.Shards) != 3 {
+		t.Fatal("AddShard modified its input")
+	}
+	// a and b own two each: the tie goes to the lower load.
+	again, err := AddShard(added, 4, map[string]float64{"a": 1, "b": 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := again.Shard(4); s.Owner != "a" {
+		t.Fatalf("tie broken towards %s, want the less loaded a", s.Owner)
+	}
+	if _, err := WithDraining(again, 1); err == nil {
+		t.Fatal("a base shard was marked draining")
+	}
+	if _, err := WithoutShard(again, 3); err == nil {
+		t.Fatal("a shard that is not draining was removed")
+	}
+	drained, err := WithDraining(again, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A draining shard no longer counts towards its owner's load.
+	if got := LeastLoadedActive(drained, nil); got != "b" {
+		t.Fatalf("least loaded after draining b's added shard = %s, want b", got)
+	}
+	gone, err := WithoutShard(drained, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := gone.Shard(3); ok || gone.Epoch != drained.Epoch+1 {
+		t.Fatalf("shard 3 still present or epoch not bumped: %+v", gone)
+	}
+}

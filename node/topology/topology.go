@@ -14,6 +14,19 @@
 //   - Keyed events map to base shard (xxhash64(key)*count)>>64, which is
 //     unbiased for any count (Lemire's multiply-shift), and identical on every
 //     node and client.
+//   - Shards 0..BaseShards-1 are the base shards and always present. Shards
+//     with higher ids were added by autoscaling for keyless traffic: they
+//     are owned, followed, moved and read exactly like base shards, but no
+//     key ever hashes onto them. An added shard may be Draining: it takes
+//     no new keyless events (nodes and clients route around it) and stays
+//     readable until the operator removes it from the topology. A base
+//     shard is never draining. Shard ids are never reused.
+//
+// Compatibility: Draining is omitted from the JSON when false, so a
+// topology without draining shards is byte-for-byte what nodes that
+// predate autoscaling accept; such a node refuses a topology that carries
+// the field (its decoder rejects unknown fields), which is safe (it keeps
+// the previous epoch) and says why.
 //
 // The package imports neither Kubernetes nor the engine's bus, so the
 // operator, the node and the client SDK share it.
@@ -64,6 +77,10 @@ type Shard struct {
 	// "moving") while a handoff lets the new owner catch up to the last
 	// event; the next epoch names the new owner.
 	Fenced bool `json:"fenced,omitempty"`
+	// Draining marks an added shard that autoscaling is retiring: no new
+	// keyless event is routed to it, it stays readable (owned, polled,
+	// replicated) until the operator removes it once retention emptied it.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Topology is the operator's record, pushed to every node.
@@ -119,6 +136,9 @@ func (t *Topology) Validate() error {
 			bad("shard %d is listed twice", s.ID)
 		}
 		seen[s.ID] = true
+		if s.Draining && int(s.ID) < t.BaseShards {
+			bad("shard %d: base shards cannot drain", s.ID)
+		}
 		switch roles[s.Owner] {
 		case Active:
 		case "":
@@ -187,6 +207,32 @@ func (t *Topology) FollowedBy(name string) []uint16 {
 	var out []uint16
 	for _, s := range t.Shards {
 		if slices.Contains(s.Followers, name) {
+			out = append(out, s.ID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Routable lists the shards that take new keyless events: every shard
+// that is not draining, ascending.
+func (t *Topology) Routable() []uint16 {
+	var out []uint16
+	for _, s := range t.Shards {
+		if !s.Draining {
+			out = append(out, s.ID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Added lists the shards above the base range (added by autoscaling),
+// ascending.
+func (t *Topology) Added() []uint16 {
+	var out []uint16
+	for _, s := range t.Shards {
+		if int(s.ID) >= t.BaseShards {
 			out = append(out, s.ID)
 		}
 	}

@@ -1,7 +1,11 @@
 package topology
 
 import (
+	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -35,6 +39,7 @@ func TestInvalidTopologiesAreRejected(t *testing.T) {
 		"owner follows":     {func(t *Topology) { t.Shards[0].Followers = []string{"a"} }, `owner "a" is also a follower`},
 		"unknown follower":  {func(t *Topology) { t.Shards[0].Followers = []string{"q"} }, `follower "q" is not a member`},
 		"base shard orphan": {func(t *Topology) { t.Shards = t.Shards[:1] }, "base shard 1 has no owner"},
+		"base shard drains": {func(t *Topology) { t.Shards[1].Draining = true }, "shard 1: base shards cannot drain"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -95,5 +100,42 @@ func TestKeyShardIsInRangeAndSpreads(t *testing.T) {
 	}
 	if KeyShard([]byte("k"), 1) != 0 {
 		t.Fatal("one shard must take every key")
+	}
+}
+
+// Added shards (ids from BaseShards on) are valid, may drain, and keep
+// the JSON of a topology without draining shards unchanged (older nodes
+// decode it with unknown fields disallowed).
+func TestAddedAndDrainingShards(t *testing.T) {
+	top := sample()
+	top.Shards = append(top.Shards, Shard{ID: 2, Owner: "a", Followers: []string{"s"}}, Shard{ID: 5, Owner: "b", Draining: true})
+	if err := top.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := top.Routable(); !slices.Equal(got, []uint16{0, 1, 2}) {
+		t.Fatalf("Routable = %v, want [0 1 2]", got)
+	}
+	if got := top.Added(); !slices.Equal(got, []uint16{2, 5}) {
+		t.Fatalf("Added = %v, want [2 5]", got)
+	}
+	if got := top.OwnedBy("b"); !slices.Equal(got, []uint16{1, 5}) {
+		t.Fatalf("a draining shard is still owned: OwnedBy(b) = %v", got)
+	}
+	for range 1000 {
+		if id := KeyShard([]byte(strconv.Itoa(rand.Int())), top.BaseShards); int(id) >= top.BaseShards {
+			t.Fatalf("a key hashed onto added shard %d", id)
+		}
+	}
+	plain, err := json.Marshal(sample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(plain), "draining") {
+		t.Fatalf("a topology without draining shards mentions the field: %s", plain)
+	}
+	withDrain, _ := json.Marshal(top)
+	var back Topology
+	if err := json.Unmarshal(withDrain, &back); err != nil || !back.Shards[3].Draining {
+		t.Fatalf("draining flag lost in JSON: %v %+v", err, back.Shards)
 	}
 }
