@@ -6,6 +6,10 @@
 // signed by the operator's key (header identity.HeaderName) with the admin
 // scope; a missing or bad token gets 401 and an insufficient one 403, and
 // neither changes anything. Errors are JSON {"error": "..."}.
+//
+// GET/PUT /v1/credentials read and replace the keys the node trusts and
+// signs with, so the operator rotates them without a restart
+// (credentials.go).
 package adminapi
 
 import (
@@ -36,6 +40,7 @@ type Server struct {
 	now      func() time.Time
 	log      *slog.Logger
 	mux      *http.ServeMux
+	creds    credentialState // credentials.go
 }
 
 // Options configures a Server.
@@ -43,6 +48,10 @@ type Options struct {
 	Node *node.Node
 	// Verifier checks tokens; it trusts the operator's public key.
 	Verifier *identity.Verifier
+	// ReplicationVerifier, when set, is the replication server's: a
+	// credential rotation (PUT /v1/credentials) replaces its trusted
+	// cluster keys.
+	ReplicationVerifier *identity.Verifier
 	// Registry is where the node's metrics live; /metrics serves it.
 	Registry *prometheus.Registry
 	Now      func() time.Time
@@ -69,6 +78,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("POST /v1/promote", s.admin(s.promote))
 	s.mux.Handle("POST /v1/drain", s.admin(s.drain))
 	s.mux.Handle("GET /v1/daemons", s.admin(s.daemons))
+	s.creds.repl = opts.ReplicationVerifier
+	s.registerCredentials()
 	return s, nil
 }
 
