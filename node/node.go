@@ -13,6 +13,7 @@ import (
 	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/rules"
+	"github.com/purplerain/mesh-operator/engine/subnet"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -33,6 +34,10 @@ type Node struct {
 	// rules are the behaviour rules every ingest passes before anything is
 	// appended; never nil (an empty set accepts everything).
 	rules *rules.Engine
+	// subnet is the node's place in the subnet hierarchy, nil when the
+	// configuration assigns none; subnetErr says why an assignment failed.
+	subnet    *subnet.ID
+	subnetErr error
 
 	// Replication followers (followers.go), one per followed shard; guarded
 	// by applyMu. clusterKey (written under applyMu and mu, read under
@@ -80,6 +85,12 @@ type Options struct {
 	// RulesClock is the monotonic clock of the rules' rate windows; nil
 	// means real time. Tests inject one.
 	RulesClock func() time.Duration
+	// Subnet is the node's subnet (assigned from its pod labels by the
+	// runtime); nil means the configuration assigns none. SubnetError is
+	// why the configured assignment failed (reported in status; the node
+	// serves without a subnet, as nothing filters by subnet yet).
+	Subnet      *subnet.ID
+	SubnetError error
 	// DaemonKinds builds the daemons the configuration declares; nil
 	// means the built-in kinds (engine/compute/daemons).
 	DaemonKinds *compute.Kinds
@@ -99,7 +110,7 @@ func New(opts Options) (*Node, error) {
 	}
 	n := &Node{name: opts.Name, now: opts.Now, logger: opts.Logger, replicas: opts.Replicas,
 		clusterKey: opts.ClusterKey, followers: map[uint16]*follower{},
-		rules: rules.NewEngine(opts.Rules, rules.Options{Now: opts.RulesClock})}
+		rules: rules.NewEngine(opts.Rules, rules.Options{Now: opts.RulesClock}), subnet: opts.Subnet, subnetErr: opts.SubnetError}
 	var (
 		decls   []nodeconfig.Daemon
 		snapDir string
@@ -120,6 +131,10 @@ func New(opts Options) (*Node, error) {
 	// owner's loss, so followers sync before they acknowledge.
 	n.syncBeforeAck = n.ackStandby && opts.Config.Storage.Mode == "Disk"
 	n.logs = redexadapter.New(storeOptions(opts.Config))
+	if err := n.openStoredLogs(opts.Config); err != nil {
+		_ = n.logs.Close()
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	b, err := newBus(n.logs, opts.Logger)
 	if err != nil {
 		_ = n.logs.Close()
@@ -148,6 +163,23 @@ func (n *Node) SetReplicas(r ReplicaWaiter) {
 // specification is unchanged keep their rate windows, so a reload does not
 // hand out a fresh budget.
 func (n *Node) SetRules(set *rules.Set) { n.rules.Replace(set) }
+
+// Rules is the current rule set (never nil); its Hash identifies it.
+func (n *Node) Rules() *rules.Set {
+	if s := n.rules.Set(); s != nil {
+		return s
+	}
+	return &rules.Set{}
+}
+
+// Subnet is the node's subnet; ok is false when none is assigned, and err
+// says why a configured assignment failed.
+func (n *Node) Subnet() (id subnet.ID, ok bool, err error) {
+	if n.subnet == nil {
+		return 0, false, n.subnetErr
+	}
+	return *n.subnet, true, nil
+}
 
 // ClusterKey is the key the node signs its replication tokens with (nil:
 // none).

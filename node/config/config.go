@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/rules"
@@ -93,15 +95,72 @@ func (c *Config) DataAuthMode() string {
 
 // Subnets is the subnet assignment policy and the gateway's exports.
 //
-// TODO(issue 11): the node validates this section but does not use it yet:
-// assigning the node's own subnet from its pod labels (downward API) and
-// reporting it in status, and filtering by visibility, come with channels.
+// A node assigns its own subnet at start: it reads its pod's labels from
+// LabelsFile (the downward API file the operator mounts) and applies
+// Policy (subnet.Policy.Assign); the admin status reports the result.
+//
+// TODO(issue 11): visibility filtering (subnet.Gateway.Visible with
+// Exports) has nothing to filter yet: data API events carry no channel and no
+// origin subnet, and no path forwards events between nodes other than
+// replication of a shard to its followers. Filter deliveries by channel
+// visibility once channels exist; until then Exports is validated only.
 type Subnets struct {
 	// Policy maps node labels onto levels, applied in order.
 	Policy []subnet.Rule `json:"policy,omitempty"`
 	// Exports lists, per channel, the subnets ("3.7") Exported traffic may
 	// reach.
 	Exports map[string][]string `json:"exports,omitempty"`
+	// LabelsFile is the pod's labels in the downward API format (one
+	// key="quoted value" a line). Empty: the node has no labels, so it
+	// is assigned the global subnet.
+	LabelsFile string `json:"labelsFile,omitempty"`
+}
+
+// Assign returns the node's subnet: Policy applied to the labels in
+// LabelsFile. Every step is fallible (an unreadable file, a malformed
+// line, a policy that leaves a gap between levels) and says which.
+func (s *Subnets) Assign() (subnet.ID, error) {
+	policy, err := subnet.NewPolicy(s.Policy)
+	if err != nil {
+		return 0, fmt.Errorf("subnets.policy: %w", err)
+	}
+	labels := map[string]string{}
+	if s.LabelsFile != "" {
+		data, err := os.ReadFile(s.LabelsFile)
+		if err != nil {
+			return 0, fmt.Errorf("subnets.labelsFile: %w", err)
+		}
+		if labels, err = ParseLabels(data); err != nil {
+			return 0, fmt.Errorf("subnets.labelsFile %s: %w", s.LabelsFile, err)
+		}
+	}
+	id, err := policy.Assign(labels)
+	if err != nil {
+		return 0, fmt.Errorf("subnets: %w", err)
+	}
+	return id, nil
+}
+
+// ParseLabels reads labels in the downward API file format: one
+// key="value" a line, the value a Go-quoted string.
+func ParseLabels(data []byte) (map[string]string, error) {
+	labels := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("line %d: want key=\"value\", got %q", i+1, line)
+		}
+		value, err := strconv.Unquote(v)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: label %s: value is not a quoted string: %w", i+1, k, err)
+		}
+		labels[k] = value
+	}
+	return labels, nil
 }
 
 // Gateway builds the subnet policy and gateway with the fallible
@@ -154,6 +213,12 @@ type Storage struct {
 	Fsync         string   `json:"fsync"`
 	FsyncEveryN   int      `json:"fsyncEveryN,omitempty"`
 	FsyncInterval Duration `json:"fsyncInterval,omitempty"`
+	// RepairCorruptLogs (Disk mode) cuts a shard log that is corrupt (not
+	// merely torn) back to the last good record before the damage at
+	// start, dropping everything after it, and logs what it dropped.
+	// Without it a corrupt log stops the node at start. Set it for one
+	// start only: see docs/operations.md, "Repairing a corrupt log".
+	RepairCorruptLogs bool `json:"repairCorruptLogs,omitempty"`
 }
 
 // Adapter mirrors shards to an external system.
@@ -252,6 +317,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("storage.fsync", "must be Never, EveryN or Interval, got %q", c.Storage.Fsync)
+	}
+	if c.Storage.RepairCorruptLogs && c.Storage.Mode != "Disk" {
+		bad("storage.repairCorruptLogs", "applies to Disk mode only")
 	}
 	if a := c.Adapter; a != nil {
 		if a.Type != "JetStream" && a.Type != "Redis" {

@@ -45,6 +45,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		"disk without dir": {func(c *Config) { c.Storage.Mode = "Disk" }, "storage.dir"},
 		"unknown mode":     {func(c *Config) { c.Storage.Mode = "Tape" }, "storage.mode"},
 		"EveryN without N": {func(c *Config) { c.Storage.Fsync = "EveryN" }, "storage.fsyncEveryN"},
+		"repair in memory": {func(c *Config) { c.Storage.RepairCorruptLogs = true }, "storage.repairCorruptLogs"},
 		"adapter no url":   {func(c *Config) { c.Adapter = &Adapter{Type: "Redis"} }, "adapter.url"},
 		"daemon off shard": {func(c *Config) { c.Daemons = []Daemon{{Name: "d", Kind: "counter", Shards: []int{8}}} }, "daemons[0].shards[0]"},
 		"duplicate daemon": {func(c *Config) { c.Daemons = []Daemon{{Name: "d", Kind: "counter"}, {Name: "d", Kind: "sum"}} }, "daemons[1].name"},
@@ -144,5 +145,31 @@ func TestUntrustedSubnetConfigIsAFieldError(t *testing.T) {
 	}
 	if _, err := Parse([]byte(base + `"subnets":{"policy":[{"label":"region","level":0,"values":{"eu":256}}]}}`)); err == nil {
 		t.Error("a level value above 255 accepted")
+	}
+}
+
+func TestDataAuthDefaultsToTokenAndNoneIsExplicit(t *testing.T) {
+	c := validConfig()
+	if got := c.DataAuthMode(); got != DataAuthToken {
+		t.Fatalf("absent dataAuth: mode %q, want %q", got, DataAuthToken)
+	}
+	for _, mode := range []string{DataAuthToken, DataAuthNone} {
+		c.DataAuth = &DataAuth{Mode: mode}
+		if err := c.Validate(); err != nil || c.DataAuthMode() != mode {
+			t.Fatalf("mode %q: %v, effective %q", mode, err, c.DataAuthMode())
+		}
+	}
+	for _, mode := range []string{"", "none", "Off"} {
+		c.DataAuth = &DataAuth{Mode: mode}
+		var fe *FieldError
+		if err := c.Validate(); !errors.As(err, &fe) || fe.Field != "dataAuth.mode" {
+			t.Fatalf("mode %q: want a field error on dataAuth.mode, got %v", mode, err)
+		}
+	}
+	parsed, err := Parse([]byte(`{"cluster":"demo","shards":8,"ackPolicy":"Leader","lease":"2s",
+		"storage":{"mode":"Memory","fsync":"Never"},"dataAuth":{"mode":"None"},
+		"credentials":{"operatorPublicKey":"/k/op.pub","clusterKey":"/k/cluster.key"}}`))
+	if err != nil || parsed.DataAuthMode() != DataAuthNone {
+		t.Fatalf("parse dataAuth None: %v", err)
 	}
 }
