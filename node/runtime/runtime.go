@@ -74,9 +74,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// The admin API replaces the verifiers' trusted keys on a credential
+	// rotation (no restart).
+	replVerifier := identity.NewVerifier([]ed25519.PublicKey{clusterKey.PublicKey()})
 	repl, err := replication.NewServer(replication.ServerOptions{
 		Source:   n.OwnerSource(),
-		Verifier: identity.NewVerifier([]ed25519.PublicKey{clusterKey.PublicKey()}),
+		Verifier: replVerifier,
 		Logger:   log,
 	})
 	if err != nil {
@@ -90,8 +93,10 @@ func Run(ctx context.Context, o Options) error {
 	admin, err := adminapi.New(adminapi.Options{
 		Node:     n,
 		Verifier: identity.NewVerifier([]ed25519.PublicKey{operatorKey}),
-		Registry: registry,
-		Logger:   log,
+		// A credential rotation replaces the trusted cluster keys.
+		ReplicationVerifier: replVerifier,
+		Registry:            registry,
+		Logger:              log,
 	})
 	if err != nil {
 		_ = repl.Close()
