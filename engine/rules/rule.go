@@ -2,6 +2,8 @@ package rules
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,6 +139,7 @@ func New(s Spec) (*Rule, error) {
 // Set is an immutable, validated rule set.
 type Set struct {
 	rules []*Rule
+	specs []Spec
 	// fields are the paths the rules read, extracted from each payload.
 	fields fieldTree
 }
@@ -155,6 +158,29 @@ func (s *Set) Len() int {
 		return 0
 	}
 	return len(s.rules)
+}
+
+// Specs returns a copy of the specifications the set was compiled from, in
+// declaration order.
+func (s *Set) Specs() []Spec {
+	if s == nil {
+		return nil
+	}
+	return append([]Spec(nil), s.specs...)
+}
+
+// Hash identifies the set's behaviour: a digest of every rule's canonical
+// JSON in declaration order. Two sets with the same hash enforce the same
+// rules, so whoever distributes rules (the operator) can compare the hash
+// a node reports with the one it wants instead of pushing again. The empty
+// and the nil set share one hash.
+func (s *Set) Hash() string {
+	h := sha256.New()
+	for _, r := range s.Rules() {
+		// Length-prefixed, so no two lists of fingerprints collide.
+		fmt.Fprintf(h, "%d:%s", len(r.fingerprint), r.fingerprint)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // IndexError names the rule (by position) that is invalid.
@@ -187,6 +213,7 @@ func Compile(specs []Spec) (*Set, error) {
 		}
 		seen[r.name] = true
 		set.rules = append(set.rules, r)
+		set.specs = append(set.specs, s)
 		set.fields.addCond(r.when)
 		set.fields.addCond(r.require)
 		if r.rate != nil && r.rate.key != nil {
