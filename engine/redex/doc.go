@@ -28,6 +28,10 @@
 //     entries is never reused), and in disk mode the cut is fsynced and
 //     survives a reopen; a crash part way leaves a shorter suffix, never a
 //     hole. An Index over a truncated log stops (it does not rebuild).
+//   - ResetTo(seq) restarts a replica empty at seq >= NextSeq (its owner
+//     pruned past it): every entry goes, tails end with ErrTruncated, and
+//     in disk mode the FIRST mark is fsynced before any segment is
+//     deleted, so a crash part way reopens as the reset log.
 //   - AppendBatch of an empty slice reports ok=false ("nothing appended"),
 //     which is distinguishable from a batch whose first entry got seq 0.
 //   - Retention combines max events, max bytes (index record size plus
