@@ -51,6 +51,13 @@ type Node struct {
 	// daemons are the hosted daemon instances (daemons.go).
 	daemons *daemonTable
 
+	// load samples the owned shards for autoscaling (status.go); the
+	// sampler goroutine stops when stopLoad closes.
+	load      loadSampler
+	stopLoad  chan struct{}
+	loadDone  chan struct{}
+	closeOnce sync.Once
+
 	// applyMu serialises topology changes, including the bus shard changes
 	// that follow them; mu guards the fields below.
 	applyMu    sync.Mutex
@@ -141,12 +148,16 @@ func New(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node: start bus: %w", err)
 	}
 	n.bus = b
+	n.stopLoad, n.loadDone = make(chan struct{}), make(chan struct{})
+	go n.runLoadSampler(n.stopLoad, n.loadDone)
 	return n, nil
 }
 
 // Close drains the node bus and closes every log. A lossy drain is
 // returned as an error (and must be logged loudly by the caller).
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { close(n.stopLoad) })
+	<-n.loadDone
 	n.closeDaemons()
 	n.closeFollowers()
 	return errors.Join(n.bus.Close(), n.logs.Close())
@@ -249,7 +260,26 @@ func (n *Node) ApplyTopology(t *topology.Topology) error {
 	// appending to its log when the bus takes it over.
 	// Daemons last: a shard's log is open (and owned or followed) before
 	// a host is fed from it.
-	return errors.Join(n.syncFollowers(t), n.syncShards(ctx, t), n.syncDaemons(t))
+	// The bus holds the owned shards that take new events: a draining
+	// shard leaves it (keyless events go elsewhere) while the node keeps
+	// owning, serving and replicating its log.
+	return errors.Join(n.syncFollowers(t), n.syncShards(ctx, busView(t)), n.syncDaemons(t))
+}
+
+// busView is t as the node bus must see it: draining shards have no
+// owner, so syncShards releases them from the bus. Only syncShards gets
+// it; everything else (ownership checks, poll, replication) reads t.
+func busView(t *topology.Topology) *topology.Topology {
+	if len(t.Routable()) == len(t.Shards) {
+		return t
+	}
+	v := t.Clone()
+	for i := range v.Shards {
+		if v.Shards[i].Draining {
+			v.Shards[i].Owner = ""
+		}
+	}
+	return v
 }
 
 // Topology returns the current topology, nil before the first push. The

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/purplerain/mesh-operator/node/replication"
 	"github.com/purplerain/mesh-operator/node/topology"
@@ -33,6 +35,138 @@ type ShardStatus struct {
 	// log. A handoff cuts over only then (package orchestrate).
 	Daemons    int    `json:"daemons,omitempty"`
 	DaemonNext uint64 `json:"daemonNext,omitempty"`
+	// Draining (an added shard autoscaling retires): the shard takes no
+	// new events and is read until retention empties it (First == Next).
+	Draining bool `json:"draining,omitempty"`
+	// Load (owner) is what the node measured of the shard over the last
+	// second: the signals of the autoscaling policy.
+	Load *ShardLoad `json:"load,omitempty"`
+}
+
+// ShardLoad is an owned shard's load over the last sampling window
+// (loadWindow), measured on the node bus and the shard's log.
+type ShardLoad struct {
+	// FillRatio is the shard's mean ring occupancy over the window, as a
+	// fraction of the ring's capacity (0..1).
+	FillRatio float64 `json:"fillRatio"`
+	// EventRate is how many events per second were appended to the
+	// shard's log over the window.
+	EventRate float64 `json:"eventRate"`
+	// PushLatencyMicros is the mean time an event waited in the ring
+	// before the drain worker took it, by Little's law: mean occupancy
+	// divided by the append rate (0 when nothing was appended).
+	PushLatencyMicros int64 `json:"pushLatencyMicros"`
+	// FlushLatencyMicros is the mean time a batch took to reach the log.
+	// TODO(issue 8): not measured yet (omitted): the bus keeps each
+	// shard's last dispatch time in its worker but does not expose it;
+	// an engine/bus accessor would let the node report it.
+	FlushLatencyMicros int64 `json:"flushLatencyMicros,omitempty"`
+	// Samples is how many samples the window holds.
+	Samples int `json:"samples"`
+}
+
+// busRingCapacity is each node-bus shard's ring size; it must match the
+// RingCapacity newBus configures (dataplane.go), as fill ratios are
+// relative to it.
+const busRingCapacity = 1 << 14
+
+const (
+	// loadSampleInterval is how often the node samples every owned shard.
+	loadSampleInterval = 100 * time.Millisecond
+	// loadWindow is how far back ShardLoad looks. The operator averages
+	// the reports over the policy's metricsWindow on top of it.
+	loadWindow = time.Second
+)
+
+// loadSample is one observation of one owned shard.
+type loadSample struct {
+	at        time.Time
+	occupancy int
+	next      uint64
+}
+
+// loadSampler keeps the last loadWindow of samples of every owned shard.
+type loadSampler struct {
+	mu     sync.Mutex
+	shards map[uint16][]loadSample
+}
+
+// sample records one observation of every shard in owned at now and
+// forgets shards no longer owned.
+func (ls *loadSampler) sample(n *Node, owned []uint16, now time.Time) {
+	obs := make(map[uint16]loadSample, len(owned))
+	for _, id := range owned {
+		l, err := n.logs.Log(id)
+		if err != nil {
+			continue
+		}
+		// A draining shard is not in the bus: its occupancy is 0.
+		occ, _ := n.bus.ShardLoad(id)
+		obs[id] = loadSample{at: now, occupancy: occ, next: l.NextSeq()}
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.shards == nil {
+		ls.shards = map[uint16][]loadSample{}
+	}
+	for id := range ls.shards {
+		if _, ok := obs[id]; !ok {
+			delete(ls.shards, id)
+		}
+	}
+	for id, o := range obs {
+		w := append(ls.shards[id], o)
+		cut := 0
+		// Keep one sample at or before the window's start, so the rate
+		// spans the whole window.
+		for cut+1 < len(w) && !w[cut+1].at.After(now.Add(-loadWindow)) {
+			cut++
+		}
+		ls.shards[id] = append(w[:0], w[cut:]...)
+	}
+}
+
+// load derives shard id's ShardLoad from its window (nil: no sample yet).
+func (ls *loadSampler) load(id uint16) *ShardLoad {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	w := ls.shards[id]
+	if len(w) == 0 {
+		return nil
+	}
+	out := &ShardLoad{Samples: len(w)}
+	occ := 0
+	for _, s := range w {
+		occ += s.occupancy
+	}
+	meanOcc := float64(occ) / float64(len(w))
+	out.FillRatio = meanOcc / busRingCapacity
+	first, last := w[0], w[len(w)-1]
+	if span := last.at.Sub(first.at); span > 0 && last.next > first.next {
+		out.EventRate = float64(last.next-first.next) / span.Seconds()
+		out.PushLatencyMicros = int64(meanOcc / out.EventRate * 1e6)
+	}
+	return out
+}
+
+// runLoadSampler samples the owned shards every loadSampleInterval until
+// stop is closed.
+func (n *Node) runLoadSampler(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(loadSampleInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			var owned []uint16
+			if t := n.Topology(); t != nil {
+				owned = t.OwnedBy(n.name)
+			}
+			n.load.sample(n, owned, n.now())
+		}
+	}
 }
 
 // PositionReporter is the owner side of replication as status sees it.
@@ -54,8 +188,9 @@ func (n *Node) ShardStatuses() []ShardStatus {
 	var out []ShardStatus
 	for _, id := range t.OwnedBy(n.name) {
 		s, _ := t.Shard(id)
-		st := ShardStatus{ID: id, Role: "owner", Fenced: s.Fenced}
+		st := ShardStatus{ID: id, Role: "owner", Fenced: s.Fenced, Draining: s.Draining}
 		n.fillRange(&st)
+		st.Load = n.load.load(id)
 		if reporter != nil {
 			st.Followers = reporter.FollowerPositions(id)
 		}
@@ -66,7 +201,8 @@ func (n *Node) ShardStatuses() []ShardStatus {
 		followers[fs.Shard] = fs
 	}
 	for _, id := range t.FollowedBy(n.name) {
-		st := ShardStatus{ID: id, Role: "follower"}
+		s, _ := t.Shard(id)
+		st := ShardStatus{ID: id, Role: "follower", Draining: s.Draining}
 		n.fillRange(&st)
 		if fs, ok := followers[id]; ok {
 			st.Lag, st.Connected = fs.Lag, fs.Connected

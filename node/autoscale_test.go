@@ -1,0 +1,112 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/topology"
+)
+
+// withAdded is twoNodes plus added shard 2 owned by a.
+func withAdded(epoch uint64, draining bool) *topology.Topology {
+	t := twoNodes(epoch)
+	t.LeaseMillis = 60_000
+	t.Shards = append(t.Shards, topology.Shard{ID: 2, Owner: "a", Draining: draining})
+	return t
+}
+
+func ingestKeyless(t *testing.T, n *Node, count int) map[uint16]int {
+	t.Helper()
+	perShard := map[uint16]int{}
+	for i := range count {
+		acks, err := n.Ingest(context.Background(), []dataapi.Event{{Payload: fmt.Appendf(nil, "e%d", i)}})
+		if err != nil {
+			t.Fatalf("ingest %d: %v", i, err)
+		}
+		perShard[acks[0].Shard]++
+	}
+	return perShard
+}
+
+func shardStatus(n *Node, id uint16) (ShardStatus, bool) {
+	for _, s := range n.ShardStatuses() {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return ShardStatus{}, false
+}
+
+// An added shard is served like a base one and its load is measured; once
+// draining it takes no new keyless event but stays owned and readable;
+// removed from the topology, it is no longer owned.
+func TestAddedShardServedMeasuredDrainedRemoved(t *testing.T) {
+	n, err := New(Options{Name: "a"}) // real clock: the sampler measures rates
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	if err := n.ApplyTopology(withAdded(1, false)); err != nil {
+		t.Fatal(err)
+	}
+	var spread map[uint16]int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		spread = ingestKeyless(t, n, 50)
+		s, _ := shardStatus(n, 2)
+		if s.Load != nil && s.Load.EventRate > 0 && spread[2] > 0 {
+			if s.Load.FillRatio < 0 || s.Load.FillRatio > 1 || s.Load.Samples < 2 {
+				t.Fatalf("implausible load %+v", *s.Load)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event rate measured on added shard 2: %+v (spread %v)", s, spread)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before, _ := shardStatus(n, 2)
+
+	if err := n.ApplyTopology(withAdded(2, true)); err != nil {
+		t.Fatal(err)
+	}
+	if got := ingestKeyless(t, n, 200); got[2] != 0 || got[0] != 200 {
+		t.Fatalf("keyless events after the drain went to %v, want all 200 on shard 0 (a's only routable shard)", got)
+	}
+	after, ok := shardStatus(n, 2)
+	if !ok || after.Role != "owner" || !after.Draining || after.Next != before.Next {
+		t.Fatalf("draining shard 2: %+v (next before %d)", after, before.Next)
+	}
+	if err := n.CheckWritable(2); err != nil {
+		t.Fatalf("a draining shard still acknowledges what was appended before: %v", err)
+	}
+	resp, err := n.Poll(context.Background(), dataapi.PollRequest{Limit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	for _, e := range resp.Events {
+		if e.Shard == 2 {
+			read++
+		}
+	}
+	if uint64(read) != after.Next-after.First {
+		t.Fatalf("read %d events of draining shard 2, its log holds %d", read, after.Next-after.First)
+	}
+
+	gone := withAdded(3, true)
+	gone.Shards = gone.Shards[:2]
+	if err := n.ApplyTopology(gone); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := shardStatus(n, 2); ok {
+		t.Fatal("a removed shard is still reported")
+	}
+}
