@@ -37,9 +37,17 @@ var (
 	descDaemonRunning = prometheus.NewDesc("mesh_daemon_running", "1 while a hosted daemon's feed runs, 0 after it halted.", []string{"daemon", "shard", "role"}, nil)
 )
 
+// Autoscaling signals of each owned shard (ShardLoad, over the last
+// second).
+var (
+	descFillRatio   = prometheus.NewDesc("mesh_shard_fill_ratio", "Mean ring occupancy of an owned shard over the last second, as a fraction of the ring.", []string{"shard"}, nil)
+	descEventRate   = prometheus.NewDesc("mesh_shard_event_rate", "Events per second appended to an owned shard over the last second.", []string{"shard"}, nil)
+	descPushLatency = prometheus.NewDesc("mesh_shard_push_latency_seconds", "Mean time an event waited in an owned shard's ring over the last second (Little's law).", []string{"shard"}, nil)
+)
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused, descDaemonNext, descDaemonRunning} {
+	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused, descDaemonNext, descDaemonRunning, descFillRatio, descEventRate, descPushLatency} {
 		ch <- d
 	}
 }
@@ -63,6 +71,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descNext, float64(s.Next), id, s.Role)
 		if s.Role == "follower" {
 			gauge(descLag, float64(s.Lag), id)
+		}
+		if l := s.Load; l != nil {
+			gauge(descFillRatio, l.FillRatio, id)
+			gauge(descEventRate, l.EventRate, id)
+			gauge(descPushLatency, float64(l.PushLatencyMicros)/1e6, id)
 		}
 	}
 	for _, d := range n.DaemonStatuses(false) {
