@@ -3,6 +3,13 @@
 // shard moves or a node answers "not owner", and polls every owner with one
 // composite cursor.
 //
+// Routing: a keyed event goes to the owner of its base shard (package
+// topology's KeyShard; shards added by autoscaling never take keys, so
+// per-key order holds). Keyless events are spread round-robin over the
+// owners of the shards that take new events, once per such shard, so an
+// owner of more routable shards gets more of them; a draining shard's owner
+// gets none for it. Every owner, draining shards included, is polled.
+//
 // Retries: a refused write (421 not owner, 503 moving, lease expired, no
 // topology, backpressure) is retried with jittered exponential backoff
 // after refreshing the topology, until the context ends. A behaviour-rule
@@ -244,6 +251,9 @@ func (c *Client) route(events []Event, pending []int) (map[string][]int, error) 
 	groups := map[string][]int{}
 	var owners []string
 	for _, s := range t.Shards {
+		if s.Draining {
+			continue // no new keyless events: it is being retired
+		}
 		if m, ok := t.Member(s.Owner); ok {
 			owners = append(owners, m.Data)
 		}
