@@ -48,7 +48,7 @@ var _ = Describe("A cluster with real nodes", func() {
 		}, 3*mc.Spec.Standby.LeaseDuration.Duration+time.Second, 250*time.Millisecond).Should(BeTrue())
 
 		By("ingesting keyed and keyless events through the SDK under ackPolicy Standby")
-		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs()})
+		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), Credentials: dataCredentials("delta")})
 		Expect(err).NotTo(HaveOccurred())
 		var events []meshclient.Event
 		for i := range 300 {

@@ -22,6 +22,7 @@ import (
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	meshclient "github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -198,7 +199,7 @@ var _ = Describe("Orchestration with real nodes", func() {
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
 		kubelet := startKubelet(name)
 		waitAvailable(name)
-		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond})
+		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond, Credentials: dataCredentials(name)})
 		Expect(err).NotTo(HaveOccurred())
 		return kubelet, sdk
 	}
@@ -420,6 +421,7 @@ var _ = Describe("Orchestration with real nodes", func() {
 
 		By("writing straight to split-0's data API, whatever the topology says")
 		oldAddr := net.JoinHostPort(kubelet.ip("split-0"), "9441")
+		tokenHeader := dataTokenHeader(name)
 		stopDirect := make(chan struct{})
 		directDone := make(chan int)
 		go func() {
@@ -438,7 +440,10 @@ var _ = Describe("Orchestration with real nodes", func() {
 				}
 				payload := fmt.Sprintf("%d/%s", n, dk)
 				body, _ := json.Marshal(dataapi.IngestRequest{Events: []dataapi.Event{{Key: []byte(dk), Payload: []byte(payload)}}})
-				resp, err := hc.Post("http://"+oldAddr+"/v1/ingest", "application/json", bytes.NewReader(body))
+				req, _ := http.NewRequest(http.MethodPost, "http://"+oldAddr+"/v1/ingest", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set(identity.HeaderName, tokenHeader)
+				resp, err := hc.Do(req)
 				if err == nil {
 					var ir dataapi.IngestResponse
 					ok := resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&ir) == nil && len(ir.Acks) == 1

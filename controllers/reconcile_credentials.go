@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,6 +30,9 @@ func (r *MeshClusterReconciler) reconcileCredentials(ctx context.Context, mc *me
 		return nil, err
 	}
 	if _, err := r.ensureKeySecret(ctx, mc, resources.ClusterKeySecretName(mc)); err != nil {
+		return nil, err
+	}
+	if err := r.ensureDataKeySecret(ctx, mc, operatorKey); err != nil {
 		return nil, err
 	}
 	return operatorKey, nil
@@ -69,4 +74,52 @@ func (r *MeshClusterReconciler) ensureKeySecret(ctx context.Context, mc *meshv1.
 	}
 	r.Recorder.Eventf(mc, secret, corev1.EventTypeNormal, "Created", "Create", "created Secret %s", name)
 	return kp, nil
+}
+
+// ensureDataKeySecret makes sure the cluster's data-API credentials exist
+// (a data key and the operator's grant to it), creating them once. Existing
+// credentials are never overwritten (applications hold tokens delegated
+// from them); one whose grant no longer verifies under the operator key
+// (a replaced operator key, an expired grant) is reported with a Warning
+// Event, since data clients are then refused, but does not stop the
+// reconcile: the admin side still works.
+func (r *MeshClusterReconciler) ensureDataKeySecret(ctx context.Context, mc *meshv1.MeshCluster, operatorKey *identity.KeyPair) error {
+	name := resources.DataKeySecretName(mc)
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, secret)
+	switch {
+	case err == nil:
+		if owner := metav1.GetControllerOf(secret); owner != nil && owner.UID != mc.UID {
+			return fmt.Errorf("secret %s belongs to an earlier cluster of the same name; waiting for it to be garbage collected", name)
+		}
+		dc, err := identity.DataCredentialsFromSecretData(secret.Data)
+		if err == nil {
+			err = dc.Check(identity.NewVerifier([]ed25519.PublicKey{operatorKey.PublicKey()}), time.Now())
+		}
+		if err != nil {
+			r.Recorder.Eventf(mc, secret, corev1.EventTypeWarning, "DataCredentialsInvalid", "Verify",
+				"Secret %s holds no valid data-API credentials (delete it to have new ones made): %v", name, err)
+		}
+		return nil
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("get secret %s: %w", name, err)
+	}
+	dc, err := identity.NewDataCredentials(operatorKey, resources.DataGrantTTL, time.Now())
+	if err != nil {
+		return fmt.Errorf("make data credentials for %s: %w", name, err)
+	}
+	if secret, err = resources.DataKeySecret(mc, dc); err != nil {
+		return err
+	}
+	if err := controllerutil.SetControllerReference(mc, secret, r.Scheme); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, secret); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil // another reconcile made them; the next one checks them
+		}
+		return fmt.Errorf("create secret %s: %w", name, err)
+	}
+	r.Recorder.Eventf(mc, secret, corev1.EventTypeNormal, "Created", "Create", "created Secret %s", name)
+	return nil
 }

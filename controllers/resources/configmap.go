@@ -40,6 +40,9 @@ func NodeConfig(mc *meshv1.MeshCluster) *nodeconfig.Config {
 		OperatorPublicKey: path.Join(ConfigDir, OperatorPublicKeyFile),
 		ClusterKey:        path.Join(ClusterKeyDir, identity.SecretPrivateKey),
 	}
+	// Data-API tokens are always required in a cluster the operator runs;
+	// dataAuth mode None exists for nodes run by hand.
+	c.DataAuth = &nodeconfig.DataAuth{Mode: nodeconfig.DataAuthToken}
 	if n := s.Storage.Fsync.EveryN; n != nil {
 		c.Storage.FsyncEveryN = int(*n)
 	}

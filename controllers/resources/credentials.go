@@ -1,6 +1,8 @@
 package resources
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -26,6 +28,32 @@ const (
 	ClusterKeyDir         = "/etc/mesh-cluster"
 	clusterKeyVolume      = "cluster-key"
 )
+
+// DataKeySecretName holds the cluster's data-API credentials: a data key
+// pair and the operator's grant to it (identity.DataCredentials). Nodes do
+// not mount it: they verify data tokens with the operator's public key.
+// Applications (and the SDK, client.Options.Credentials) read it and
+// delegate themselves short-lived tokens for the data API.
+func DataKeySecretName(mc *meshv1.MeshCluster) string { return mc.Name + "-data-key" }
+
+// DataGrantTTL is how long the operator's grant to the data key is valid.
+// Deleting the data Secret has the operator make a new key and grant.
+// TODO(issue 8): re-sign the grant on operator-key rotation and before it
+// expires, instead of waiting for the Secret to be deleted.
+const DataGrantTTL = 5 * 365 * 24 * time.Hour
+
+// DataKeySecret wraps data credentials as a Secret of the cluster.
+func DataKeySecret(mc *meshv1.MeshCluster, dc *identity.DataCredentials) (*corev1.Secret, error) {
+	data, err := dc.SecretData()
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: DataKeySecretName(mc), Namespace: mc.Namespace, Labels: Labels(mc)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       data,
+	}, nil
+}
 
 // OperatorKeySecretName holds the operator's key pair for a cluster.
 func OperatorKeySecretName(mc *meshv1.MeshCluster) string { return mc.Name + "-operator-key" }

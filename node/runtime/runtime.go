@@ -122,14 +122,22 @@ func Run(ctx context.Context, o Options) error {
 		}
 		lns = append(lns, ln)
 	}
+	// Data-API tokens are the operator's (directly or delegated once by
+	// the cluster's data key); mode None must be asked for explicitly.
+	var dataVerifier *identity.Verifier
+	if o.Config.DataAuthMode() == nodeconfig.DataAuthNone {
+		log.Warn("data API authentication is OFF (dataAuth mode None): anyone who reaches the data and wire ports can ingest and poll")
+	} else {
+		dataVerifier = identity.NewVerifier([]ed25519.PublicKey{operatorKey}, identity.WithMaxDelegationDepth(1))
+	}
 	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 5 * time.Second}
-	dataSrv := &http.Server{Handler: dataapi.New(n, log), ReadHeaderTimeout: 5 * time.Second}
+	dataSrv := &http.Server{Handler: dataapi.NewServer(dataapi.Options{Backend: n, Logger: log, Verifier: dataVerifier}), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 3)
 	go func() { errc <- serveHTTP(adminSrv, lns[0]) }()
 	go func() { errc <- serveHTTP(dataSrv, lns[1]) }()
 	// The wire port carries replication and the binary data API; the
 	// first packet's header says which.
-	wireData, err := wireapi.NewServer(wireapi.ServerOptions{Backend: n, Logger: log})
+	wireData, err := wireapi.NewServer(wireapi.ServerOptions{Backend: n, Logger: log, Verifier: dataVerifier})
 	if err != nil {
 		closeAll()
 		_ = repl.Close()

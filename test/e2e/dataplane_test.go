@@ -319,9 +319,14 @@ var _ = Describe("Data-plane scenarios", Ordered, func() {
 		ns = newNamespace("e2e-data")
 		applySample("mesh_v1alpha1_meshcluster.yaml", ns)
 		waitAvailable(ctx, ns, name, 2*time.Minute)
-		var err error
 		hc := &http.Client{Timeout: 10 * time.Second, Transport: sent}
-		cl, err = client.New(ctx, client.Options{Addresses: dataAddrs(ns, name), HTTPClient: hc, RetryBase: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond})
+		// The nodes require data tokens: authenticate with the credentials
+		// the operator published in the cluster's data-key Secret.
+		var secret corev1.Secret
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: resources.DataKeySecretName(getMC(ns, name))}, &secret)).To(Succeed())
+		creds, err := identity.DataCredentialsFromSecretData(secret.Data)
+		Expect(err).NotTo(HaveOccurred())
+		cl, err = client.New(ctx, client.Options{Addresses: dataAddrs(ns, name), HTTPClient: hc, RetryBase: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond, Credentials: creds})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _ = cl.Close() })
 		l = newLoad(cl)

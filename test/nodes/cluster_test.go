@@ -47,6 +47,10 @@ type cluster struct {
 	cfgPath string
 	members []topology.Member
 	driver  *orchestrate.Driver
+	// creds are the data-API credentials made as the operator makes them
+	// (a data key and the operator key's grant to it): the nodes require
+	// data tokens, and every client here presents them.
+	creds *identity.DataCredentials
 
 	// renewMu is held for a whole renewal round, so setCut returns only
 	// once no push to the member it cuts is in flight.
@@ -111,6 +115,10 @@ func newClusterWith(t testing.TB, base int, ackPolicy string, daemons []nodeconf
 			t.Fatal(err)
 		}
 	}
+	creds, err := identity.NewDataCredentials(op, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, nodeconfig.FileName)
 	decls, err := json.Marshal(daemons)
 	if err != nil {
@@ -122,7 +130,7 @@ func newClusterWith(t testing.TB, base int, ackPolicy string, daemons []nodeconf
 	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, dir: dir, cfgPath: cfg, daemons: daemons, procs: map[string]*proc{}, cut: map[string]bool{},
+	c := &cluster{t: t, dir: dir, cfgPath: cfg, creds: creds, daemons: daemons, procs: map[string]*proc{}, cut: map[string]bool{},
 		lastSent: map[string]time.Time{}, lastAcked: map[string]time.Time{}, attempts: clienttest.NewSendCounter()}
 	for i, name := range []string{"a0", "a1", "a2", "s0"} {
 		role := topology.Active
@@ -339,7 +347,7 @@ func (c *cluster) client(ctx context.Context) *client.Client {
 		addrs = append(addrs, m.Data)
 	}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: c.attempts}
-	cl, err := client.New(ctx, client.Options{Addresses: addrs, HTTPClient: hc, RetryBase: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	cl, err := client.New(ctx, client.Options{Addresses: addrs, HTTPClient: hc, RetryBase: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, Credentials: c.creds})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -619,4 +627,14 @@ func keyFor(id uint16, i int) []byte {
 			return key
 		}
 	}
+}
+
+// dataToken is a Mesh-Token header value for direct data-API calls.
+func (c *cluster) dataToken() string {
+	c.t.Helper()
+	tok, err := c.creds.Token(identity.DataScope, 10*time.Minute, time.Now())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tok.EncodeHeader()
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -170,7 +171,10 @@ func TestSplitBrainOwnerStopsAtLeaseEnd(t *testing.T) {
 			id := fmt.Sprintf("probe-%d", i)
 			body, _ := json.Marshal(dataapi.IngestRequest{Events: []dataapi.Event{{Key: keyFor(shard, i), Payload: []byte(id)}}})
 			p := probe{sent: time.Now()}
-			resp, err := hc.Post("http://"+c.member("a1").Data+"/v1/ingest", "application/json", bytes.NewReader(body))
+			req, _ := http.NewRequest(http.MethodPost, "http://"+c.member("a1").Data+"/v1/ingest", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(identity.HeaderName, c.dataToken())
+			resp, err := hc.Do(req)
 			p.done = time.Now()
 			if err == nil {
 				var e dataapi.ErrorResponse
