@@ -298,6 +298,14 @@ type AutoscaleSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	PushLatencyThreshold metav1.Duration `json:"pushLatencyThreshold,omitzero"`
 
+	// EventRateThreshold: a shard receiving at least this many events per
+	// second (averaged over metricsWindow) is overloaded. An added shard is
+	// idle only while its rate also stays below underutilizedThresholdPercent
+	// of this. Unset or 0 disables the signal.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	EventRateThreshold int64 `json:"eventRateThreshold,omitempty"`
+
 	// FlushLatencyThreshold: a shard whose flush latency exceeds this is
 	// overloaded.
 	// +kubebuilder:default="50ms"
@@ -700,8 +708,8 @@ type ShardStatus struct {
 
 // AutoscaleStatus is the shard autoscaler's record.
 type AutoscaleStatus struct {
-	// LastChange is when the shard count last changed (cooldown counts
-	// from it).
+	// LastChange is when the autoscaler last added a shard or started
+	// draining one (cooldown counts from it).
 	// +optional
 	LastChange *metav1.Time `json:"lastChange,omitempty"`
 	// Reason says why the shard count last changed.
@@ -710,6 +718,11 @@ type AutoscaleStatus struct {
 	// Overloaded is how many shards the last evaluation found overloaded.
 	// +optional
 	Overloaded int32 `json:"overloaded,omitempty"`
+	// NextShardID is the id the next added shard gets. Ids are never
+	// reused: a reader's cursor keeps a removed shard's position, which
+	// must not skip a later shard's events.
+	// +optional
+	NextShardID int32 `json:"nextShardID,omitempty"`
 }
 
 // UpdateStatus is the rolling update in progress: the operator replaces
