@@ -68,9 +68,10 @@ verify-generated: generate manifests ## Fail when generated files are not commit
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager and mesh-node binaries into bin/.
+build: ## Build the manager, mesh-node and meshctl binaries into bin/.
 	go build -o $(BIN)/manager ./cmd/manager
 	go build -o $(BIN)/mesh-node ./cmd/mesh-node
+	go build -o $(BIN)/meshctl ./cmd/meshctl
 
 .PHONY: bench-bus
 bench-bus: ## Side-by-side ingest benchmark: our bus vs JetStream vs Redis streams (prints ratios).

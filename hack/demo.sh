@@ -12,11 +12,40 @@ KUBECONFIG_PATH=$STATE/kubeconfig
 SAMPLE=config/samples/mesh_v1alpha1_meshcluster.yaml
 LC=$BIN/localcluster
 
+MESHCTL=$BIN/meshctl
+EVENTS=${DEMO_EVENTS:-5000}
+
 build() {
-	echo "==> building localcluster, manager and mesh-node into $BIN"
+	echo "==> building localcluster, manager, mesh-node and meshctl into $BIN"
 	go build -o "$LC" ./hack/localcluster
 	go build -o "$BIN/manager" ./cmd/manager
 	go build -o "$BIN/mesh-node" ./cmd/mesh-node
+	go build -o "$MESHCTL" ./cmd/meshctl
+}
+
+# ingest writes $EVENTS events through the SDK (meshctl) and reads them
+# back, so the demo shows the data path and not only the control plane.
+ingest() {
+	local addrs creds=""
+	addrs=$(kubectl get pods -l app.kubernetes.io/instance=demo \
+		-o jsonpath='{range .items[*]}{.status.podIP}:9441{","}{end}')
+	addrs=${addrs%,}
+	MESHCTL_ADDRESSES=$addrs
+	# The nodes authenticate the data API with tokens delegated from the
+	# cluster's data key; the operator keeps it in the Secret demo-data-key.
+	if kubectl get secret demo-data-key -o json >"$STATE/demo-data-key.json.tmp" 2>/dev/null; then
+		mv "$STATE/demo-data-key.json.tmp" "$STATE/demo-data-key.json"
+		chmod 600 "$STATE/demo-data-key.json"
+		creds=$STATE/demo-data-key.json
+	else
+		rm -f "$STATE/demo-data-key.json.tmp" "$STATE/demo-data-key.json"
+	fi
+	MESHCTL_CREDENTIALS=$creds
+	export MESHCTL_ADDRESSES MESHCTL_CREDENTIALS
+	echo "==> ingesting $EVENTS events with the SDK (meshctl ingest, nodes $addrs)"
+	"$MESHCTL" ingest --count="$EVENTS" --keys=200 --key-prefix=demo- --batch=250 || return 1
+	echo "==> reading them back (meshctl poll)"
+	"$MESHCTL" poll --quiet || return 1
 }
 
 up() {
@@ -40,24 +69,38 @@ up() {
 	fi
 	end=$(date +%s%N)
 	echo "==> MeshCluster demo Available $(( (end - start) / 1000000 )) ms after kubectl apply"
-	# TODO(issue 9): ingest a few thousand events with the SDK (needs a small
-	# command around package client; the nodes serve the data API).
+	if ! ingest; then
+		echo "ingest through the SDK failed; logs in $STATE/logs ($LC logs demo-0, $LC logs manager)" >&2
+		exit 1
+	fi
 	echo
 	kubectl get meshclusters,statefulsets,pods -o wide
+	# Paths as the user types them from the repository root.
+	local lc=${LC#"$PWD"/} meshctl=${MESHCTL#"$PWD"/} creds_line=""
+	if [[ -n $MESHCTL_CREDENTIALS ]]; then
+		creds_line="  export MESHCTL_CREDENTIALS=$MESHCTL_CREDENTIALS   # data-API key (Secret demo-data-key)
+"
+	fi
 	cat <<MSG
 
 The local cluster runs in the background (pods are processes on 127.0.0.x).
   export KUBECONFIG=$KUBECONFIG_PATH
   kubectl get meshclusters,pods
-  kubectl scale meshcluster/demo --replicas=5     # more nodes
-  kubectl delete pod demo-0                       # watch it come back
-  $LC logs demo-0   # a pod's log (also: kubelet, manager, kube-apiserver)
-  $LC status
+  kubectl scale meshcluster/demo --replicas=5     # more nodes; shards rebalance
+  kubectl delete pod demo-0                       # a standby takes over its shards
+  $lc logs demo-0                 # a pod's log (also: kubelet, manager, kube-apiserver)
+  $lc status
+Events through the SDK:
+  export MESHCTL_ADDRESSES=$MESHCTL_ADDRESSES
+${creds_line}  $meshctl topology                    # members and shard placement
+  $meshctl ingest --count=1000 --keys=10   # more events
+  $meshctl poll --shard=0 --limit=10     # read some back (--from=<cursor> resumes)
 Stop everything with: make demo-down
 MSG
 }
 
 down() {
+	rm -f "$STATE/demo-data-key.json" # the data key of a cluster that is going away
 	if [[ -x $LC ]]; then
 		"$LC" down --state-dir="$STATE"
 	else
