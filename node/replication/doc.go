@@ -38,6 +38,13 @@
 // and answers with an ack of its next seq, and acks again every AckInterval.
 // A refuse can also end a running stream (lagged, too large, unavailable).
 //
+// A follower with FollowerOptions.Resync that was refused as lagged
+// subscribes again with resync-subscribe (resync.go); the owner answers
+// with its log head, its daemon snapshots for the shard (when its
+// LogSource is a DaemonSnapshotter) and then the stream from the head, and
+// the follower resets its log to the head (redex ResetTo) and hands the
+// snapshots to Resync before it appends anything.
+//
 // # Invariants (pinned by tests)
 //
 //   - The owner streams a shard only to a token that verifies with
@@ -55,7 +62,10 @@
 //     and follower restarts (it resumes from its own NextSeq), because
 //     AppendReplicated accepts only seq == NextSeq.
 //   - Nothing is skipped silently: if the owner pruned what the follower
-//     needs, the follower stops with *LaggedError; if the follower holds seqs
+//     needs, the follower stops with *LaggedError, or with
+//     FollowerOptions.Resync drops its whole log, restarts it at the
+//     owner's head and counts the resync in its status (its log then holds
+//     exactly the owner's retained entries); if the follower holds seqs
 //     the owner never had, it stops with *DivergedError (or, when allowed
 //     by TruncateDiverged, cuts them off loudly and resubscribes). A slow follower is
 //     not lagged: when its live tail overflows, the owner catches it up by
@@ -69,8 +79,13 @@
 //
 // The log-matching check compares one entry, not a chain: a divergent suffix
 // whose last entry has the owner's exact stamp, flags and payload would go
-// unnoticed. TODO(issue 7): stamp entries with the epoch that wrote them (as
-// Raft does with terms) for an exact check.
+// unnoticed. Resync does not need more (it replaces the follower's whole
+// log, so nothing is matched). TODO(issue 7): an exact divergence check
+// needs each entry stamped with the epoch that wrote it (as Raft does with
+// terms), carried in the entry message and in redex's frame (a format
+// change on disk); worth it once the operator cuts diverged followers
+// automatically (TruncateDiverged, issue 8), since a cut based on a false
+// match would keep a suffix the new owner never had.
 //
 // Entries larger than MaxEntryPayload cannot be replicated yet (the owner
 // refuses with RefuseTooLarge and the follower stops); the node keeps its

@@ -52,11 +52,9 @@ func (e *DeniedError) Error() string {
 
 // LaggedError: the owner already pruned entries the follower needs (From is
 // the follower's next seq, OwnerFirst the owner's oldest retained). The
-// follower stops: it never skips entries. errors.Is(err, redex.ErrLagged)
-// holds.
-//
-// TODO(issue 7): the node resyncs such a follower from a snapshot and a
-// fresh log opened with redex.Options.FirstSeq at the snapshot's seq.
+// follower stops: it never skips entries, unless FollowerOptions.Resync lets
+// it start over from the owner's log head (resync.go), which the node does.
+// errors.Is(err, redex.ErrLagged) holds.
 type LaggedError struct {
 	Shard      uint16
 	From       uint64

@@ -53,6 +53,15 @@ type FollowerOptions struct {
 	// makes this owner authoritative (the node does after a failover).
 	// Without it the follower stops with the *DivergedError.
 	TruncateDiverged bool
+	// Resync, when set, lets the follower start over when the owner has
+	// pruned what it needs next: instead of stopping with a *LaggedError
+	// it resubscribes asking for a resync (resync.go), resets its log to
+	// the owner's first retained seq (redex ResetTo: every entry it held
+	// goes), calls Resync with the owner's daemon snapshots, and goes on
+	// replicating from there. Resync runs on the follower's goroutine
+	// after the reset and before any later entry is appended. Without it
+	// a lagged follower stops.
+	Resync func(Resync)
 	// Dial opens the connection. Default a net.Dialer with a 5s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives connection-level messages. Default slog.Default().
@@ -79,6 +88,9 @@ type FollowerStatus struct {
 	OwnerEpoch uint64
 	// Subscriptions counts accepted subscriptions (1 + reconnections).
 	Subscriptions uint64
+	// Resyncs counts the times the owner resynced this follower from its
+	// log head (FollowerOptions.Resync).
+	Resyncs uint64
 	// LastErr is why the last connection ended or failed (nil if none
 	// did); the follower retries it unless Err is set.
 	LastErr error
@@ -98,6 +110,10 @@ type Follower struct {
 	mu     sync.Mutex
 	status FollowerStatus
 	err    error
+
+	// wantResync (run's goroutine only): the last session ended lagged,
+	// so the next one asks the owner for a resync.
+	wantResync bool
 }
 
 // StartFollower starts following; it returns once the follower's goroutine
@@ -226,7 +242,11 @@ func (f *Follower) run(ctx context.Context) {
 				continue
 			}
 		}
-		if terminal(err) {
+		var lag *LaggedError
+		if f.o.Resync != nil && errors.As(err, &lag) {
+			f.log.Warn("replication: the owner pruned past this follower; asking for a resync from its log head", "err", err)
+			f.wantResync = true
+		} else if terminal(err) {
 			f.log.Error("replication follower stopped", "err", err)
 			f.setErr(err)
 			return
@@ -296,7 +316,11 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 	pw := newPacketWriter(conn, shard, 4096)
 	var wmu sync.Mutex // pw is shared with the periodic acker
 	_ = conn.SetWriteDeadline(time.Now().Add(f.o.ReadTimeout))
-	if err := pw.send(appendSubscribe(nil, sub)); err != nil {
+	first := appendSubscribe(nil, sub)
+	if f.wantResync {
+		first = appendResyncSubscribe(nil, sub)
+	}
+	if err := pw.send(first); err != nil {
 		return false, fmt.Errorf("replication: send subscribe: %w", err)
 	}
 	pr := newPacketReader(conn)
@@ -308,24 +332,33 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 	if len(msgs) != 1 {
 		return false, fmt.Errorf("%w: subscribe answered with %d messages", ErrProtocol, len(msgs))
 	}
-	m, err := decodeMessage(msgs[0])
-	if err != nil {
-		return false, err
+	var acc acceptMsg
+	if f.wantResync && len(msgs[0]) > 0 && msgKind(msgs[0][0]) == kindResync {
+		if acc, err = f.resync(conn, pr, msgs[0], epoch, from); err != nil {
+			return false, err
+		}
+		from = acc.From
+	} else {
+		m, err := decodeMessage(msgs[0])
+		if err != nil {
+			return false, err
+		}
+		switch m.kind {
+		case kindRefuse:
+			return false, refusalError(m.refuse, epoch, from)
+		case kindAccept:
+		default:
+			return false, fmt.Errorf("%w: subscribe answered with message kind %d", ErrProtocol, m.kind)
+		}
+		acc = m.accept
+		if acc.Shard != shard || acc.From != from {
+			return false, fmt.Errorf("%w: accept for shard %d from %d, asked shard %d from %d", ErrProtocol, acc.Shard, acc.From, shard, from)
+		}
+		if acc.Epoch < epoch {
+			return false, &StaleEpochError{Shard: shard, Refuser: SideFollower, Follower: epoch, Owner: acc.Epoch}
+		}
 	}
-	switch m.kind {
-	case kindRefuse:
-		return false, refusalError(m.refuse, epoch, from)
-	case kindAccept:
-	default:
-		return false, fmt.Errorf("%w: subscribe answered with message kind %d", ErrProtocol, m.kind)
-	}
-	acc := m.accept
-	if acc.Shard != shard || acc.From != from {
-		return false, fmt.Errorf("%w: accept for shard %d from %d, asked shard %d from %d", ErrProtocol, acc.Shard, acc.From, shard, from)
-	}
-	if acc.Epoch < epoch {
-		return false, &StaleEpochError{Shard: shard, Refuser: SideFollower, Follower: epoch, Owner: acc.Epoch}
-	}
+	f.wantResync = false
 	f.mu.Lock()
 	f.status.Connected = true
 	f.status.OwnerNext = acc.OwnerNext
@@ -444,4 +477,49 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 			}
 		}
 	}
+}
+
+// resync handles the owner's resync answer (resync.go): it reads the daemon
+// snapshots that follow, resets the log to the owner's head, hands the
+// snapshots to FollowerOptions.Resync and returns the stream's start as
+// an accept would.
+func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from uint64) (acceptMsg, error) {
+	r, err := decodeResync(b)
+	if err != nil {
+		return acceptMsg{}, err
+	}
+	if r.Shard != f.o.Shard || r.First <= from {
+		return acceptMsg{}, fmt.Errorf("%w: resync of shard %d to head %d, asked shard %d from %d", ErrProtocol, r.Shard, r.First, f.o.Shard, from)
+	}
+	if r.Epoch < epoch {
+		return acceptMsg{}, &StaleEpochError{Shard: r.Shard, Refuser: SideFollower, Follower: epoch, Owner: r.Epoch}
+	}
+	asm := snapshotAssembler{want: int(r.Daemons)}
+	for !asm.done() {
+		_ = conn.SetReadDeadline(time.Now().Add(f.o.ReadTimeout))
+		msgs, err := pr.next()
+		if err != nil {
+			return acceptMsg{}, fmt.Errorf("replication: read daemon snapshots: %w", err)
+		}
+		for _, m := range msgs {
+			c, err := decodeChunk(m)
+			if err != nil {
+				return acceptMsg{}, err
+			}
+			if err := asm.add(c); err != nil {
+				return acceptMsg{}, err
+			}
+		}
+	}
+	had, hadFirst := f.o.Log.NextSeq(), f.o.Log.FirstSeq()
+	if err := f.o.Log.ResetTo(r.First); err != nil {
+		return acceptMsg{}, &appendError{err: fmt.Errorf("reset to the owner's head %d: %w", r.First, err)}
+	}
+	f.log.Warn("replication: resynced from the owner's log head; the entries this follower held were dropped",
+		"held_from", hadFirst, "held_next", had, "head", r.First, "owner_next", r.OwnerNext, "daemon_snapshots", len(asm.snaps))
+	f.o.Resync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps})
+	f.mu.Lock()
+	f.status.Resyncs++
+	f.mu.Unlock()
+	return acceptMsg{Shard: r.Shard, Epoch: r.Epoch, From: r.First, OwnerNext: r.OwnerNext, OwnerFirst: r.First}, nil
 }

@@ -81,6 +81,40 @@ type Server struct {
 
 	ackMu sync.Mutex
 	acks  map[uint16]*shardAcks
+
+	resyncs atomic.Uint64
+}
+
+// Resyncs counts the lagged followers this server resynced from a log
+// head (resync.go).
+func (s *Server) Resyncs() uint64 { return s.resyncs.Load() }
+
+// daemonSnapshots returns the source's daemon snapshots of shard when it
+// keeps any, leaving out (and logging) those too large to send.
+func (s *Server) daemonSnapshots(shard uint16) [][]byte {
+	ds, ok := s.o.Source.(DaemonSnapshotter)
+	if !ok {
+		return nil
+	}
+	snaps, err := ds.DaemonSnapshots(shard)
+	if err != nil {
+		// The log still resyncs; the follower's copies of the daemons
+		// whose snapshot is missing stay behind (status reports them).
+		s.log.Warn("replication: resync without daemon snapshots", "shard", shard, "err", err)
+	}
+	out := snaps[:0]
+	for _, b := range snaps {
+		if len(b) == 0 || len(b) > MaxDaemonSnapshot {
+			s.log.Warn("replication: daemon snapshot left out of a resync", "shard", shard, "bytes", len(b), "max", MaxDaemonSnapshot)
+			continue
+		}
+		out = append(out, b)
+	}
+	if len(out) > maxResyncDaemons {
+		s.log.Warn("replication: daemon snapshots left out of a resync", "shard", shard, "count", len(out), "max", maxResyncDaemons)
+		out = out[:maxResyncDaemons]
+	}
+	return out
 }
 
 // shardAcks is the acknowledged position of every follower of one shard.
@@ -232,15 +266,24 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	if len(msgs) != 1 {
 		return fmt.Errorf("%w: first packet holds %d messages, want one subscribe", ErrProtocol, len(msgs))
 	}
-	m, err := decodeMessage(msgs[0])
-	if err != nil {
-		return fmt.Errorf("replication: decode subscribe: %w", err)
-	}
-	if m.kind != kindSubscribe {
-		return fmt.Errorf("%w: first message kind %d, want subscribe", ErrProtocol, m.kind)
+	var sub subscribeMsg
+	// A follower that was refused as lagged asks for a resync (resync.go).
+	resync := len(msgs[0]) > 0 && msgKind(msgs[0][0]) == kindResyncSubscribe
+	if resync {
+		if sub, err = decodeResyncSubscribe(msgs[0]); err != nil {
+			return fmt.Errorf("replication: decode resync subscribe: %w", err)
+		}
+	} else {
+		m, err := decodeMessage(msgs[0])
+		if err != nil {
+			return fmt.Errorf("replication: decode subscribe: %w", err)
+		}
+		if m.kind != kindSubscribe {
+			return fmt.Errorf("%w: first message kind %d, want subscribe", ErrProtocol, m.kind)
+		}
+		sub = m.subscribe
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	sub := m.subscribe
 	sub.Name = string([]byte(sub.Name)) // detach from the read buffer
 	pw := newPacketWriter(conn, sub.Shard, s.o.MaxPacketPayload)
 
@@ -264,7 +307,13 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		return refuse(RefuseUnknown, 0, err.Error())
 	}
 	first, next := lg.FirstSeq(), lg.NextSeq()
+	var snaps [][]byte
 	switch {
+	case sub.From < first && resync:
+		// Snapshots first, then the head: each snapshot then covers at
+		// least the entries below the head the follower will start at.
+		snaps = s.daemonSnapshots(sub.Shard)
+		first, next = lg.FirstSeq(), lg.NextSeq()
 	case sub.From < first:
 		return refuse(RefuseLagged, first, "owner pruned the follower's next seq")
 	case sub.From > next:
@@ -274,12 +323,26 @@ func (s *Server) ServeConn(conn net.Conn) error {
 			return refuse(RefuseDiverged, sub.From-1, "follower's last entry differs from the owner's")
 		}
 	}
+	resyncing := sub.From < first
+	if resyncing {
+		s.log.Info("replication: resyncing a lagged follower from the log head", "shard", sub.Shard,
+			"follower", sub.Name, "from", sub.From, "first", first, "daemons", len(snaps))
+		sub.From = first
+	}
 	// Register the follower before it learns it is accepted, so whoever
 	// sees the follower connected also sees the owner know its position.
 	s.setConnected(sub, true)
 	defer s.setConnected(sub, false)
 	_ = conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-	if err := pw.send(appendAccept(nil, acceptMsg{Shard: sub.Shard, Epoch: epoch, From: sub.From, OwnerNext: next, OwnerFirst: first})); err != nil {
+	if resyncing {
+		if err := pw.send(appendResync(nil, resyncMsg{Shard: sub.Shard, Epoch: epoch, First: first, OwnerNext: next, Daemons: uint16(len(snaps))})); err != nil {
+			return fmt.Errorf("replication: send resync: %w", err)
+		}
+		if err := sendSnapshots(pw, snaps, func() { _ = conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout)) }); err != nil {
+			return fmt.Errorf("replication: send daemon snapshots: %w", err)
+		}
+		s.resyncs.Add(1)
+	} else if err := pw.send(appendAccept(nil, acceptMsg{Shard: sub.Shard, Epoch: epoch, From: sub.From, OwnerNext: next, OwnerFirst: first})); err != nil {
 		return fmt.Errorf("replication: send accept: %w", err)
 	}
 
