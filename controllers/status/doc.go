@@ -7,6 +7,7 @@ package status
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/engine/identity"
@@ -41,6 +42,12 @@ type Observation struct {
 	// move is recorded before its first step, so a restarted operator
 	// resumes it.
 	Migrations []meshv1.MigrationStatus
+	// Autoscale, when not nil, is this pass's shard autoscaler record
+	// (status.autoscale); nil keeps the recorded one.
+	Autoscale *meshv1.AutoscaleStatus
+	// IdleSince, when not nil, is when each idle added shard was first seen
+	// idle (status.shards[].idleSince); nil keeps the recorded values.
+	IdleSince map[uint16]metav1.Time
 }
 
 // Operation says what the operator is moving; Progressing reports it.
