@@ -25,6 +25,9 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 	}
 	RecordTopology(&s, o)
 	s.Migrations = o.Migrations
+	if o.Autoscale != nil {
+		s.Autoscale = o.Autoscale
+	}
 	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
@@ -93,9 +96,20 @@ func RecordTopology(s *meshv1.MeshClusterStatus, o Observation) {
 		members = append(members, ms)
 	}
 	s.Members = members
+	idle := map[int32]*metav1.Time{}
+	for _, old := range s.Shards {
+		idle[old.ID] = old.IdleSince
+	}
+	if o.IdleSince != nil {
+		idle = map[int32]*metav1.Time{}
+		for id, at := range o.IdleSince {
+			idle[int32(id)] = &at
+		}
+	}
 	shards := make([]meshv1.ShardStatus, 0, len(t.Shards))
 	for _, sh := range t.Shards {
-		shards = append(shards, meshv1.ShardStatus{ID: int32(sh.ID), Owner: sh.Owner, Followers: slices.Clone(sh.Followers), Fenced: sh.Fenced})
+		shards = append(shards, meshv1.ShardStatus{ID: int32(sh.ID), Owner: sh.Owner, Followers: slices.Clone(sh.Followers), Fenced: sh.Fenced,
+			Draining: sh.Draining, IdleSince: idle[int32(sh.ID)]})
 	}
 	s.Shards = shards
 }
