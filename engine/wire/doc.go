@@ -16,7 +16,10 @@
 //	60  payload length (2)      62  event count (2)
 //
 // An events payload is EventCount frames of a 4-byte little-endian length
-// followed by that many bytes, and nothing after the last frame.
+// followed by that many bytes, and nothing after the last frame. An event
+// larger than one payload travels as fragments: consecutive packets of one
+// frame each, marked by the fragment flags, id and index (fragment.go);
+// a Reassembler joins them within a per-event and a total memory bound.
 //
 // Invariants:
 //
@@ -38,6 +41,10 @@
 //   - A sealed payload authenticates the whole header except the hop count
 //     (forwarders increment it); a Sealer never reuses a nonce for its key
 //     and refuses to seal once its counter is exhausted.
+//   - A Reassembler never returns an event above its MaxEvent (an
+//     *OversizeError, unwrapping to ErrEventOversize, instead), never holds
+//     more than its in-flight bound, and accepts a stream's fragments only
+//     in index order starting at 0.
 //   - A StreamWindow's consumed total never exceeds what was sent and never
 //     moves backwards.
 //   - A ReplayWindow accepts each sequence number at most once and refuses

@@ -38,12 +38,10 @@ var (
 	ErrBadMaxPayload = errors.New("wire: max payload out of range")
 )
 
-// TODO(issue 7): fragmentation, when the binary data API needs events
-// larger than one packet. The header carries fragment id, offset and
-// flags, but nothing here splits an event larger than one payload across
-// packets or reassembles it; such an event is refused with ErrEventTooLarge.
-// Replication and the data API must keep events within MaxPlainPayload
-// until a fragmenter exists.
+// The Builder and BuildPacket never split an event: one larger than a
+// packet's payload is refused with ErrEventTooLarge, and the transport
+// sends it as fragments instead (SplitEvent, FragmentHeader and
+// Reassembler in fragment.go).
 
 // Builder packs events into one packet's payload. It refuses, never
 // truncates: an event that does not fit is rejected with ErrPacketFull and
