@@ -86,7 +86,7 @@ func topologyFromStatus(mc *meshv1.MeshCluster) *topology.Topology {
 		t.Members = append(t.Members, member(m.Name, m.Address, topology.Role(m.Role)))
 	}
 	for _, s := range st.Shards {
-		t.Shards = append(t.Shards, topology.Shard{ID: uint16(s.ID), Owner: s.Owner, Followers: slices.Clone(s.Followers), Fenced: s.Fenced})
+		t.Shards = append(t.Shards, topology.Shard{ID: uint16(s.ID), Owner: s.Owner, Followers: slices.Clone(s.Followers), Fenced: s.Fenced, Draining: s.Draining})
 	}
 	return t
 }
@@ -106,9 +106,10 @@ func topologyFromStatus(mc *meshv1.MeshCluster) *topology.Topology {
 //
 // Moving shards (rebalancing, scale-down, failover) is not planned here
 // but by the operations in reconcile_rebalance.go, reconcile_scaling.go
-// and reconcile_failover.go, one step per pass.
-//
-// TODO(issue 8): autoscaled shards.
+// and reconcile_failover.go, one step per pass. Shards added by
+// autoscaling (reconcile_autoscale.go) are carried from the record like
+// base shards: a joining standby follows them too, and the planners above
+// move them like any other shard.
 func planTopology(mc *meshv1.MeshCluster, current *topology.Topology, pods map[string]podInfo) (*topology.Topology, bool) {
 	nodes := int(mc.Spec.Nodes)
 	replicas := int(mc.Spec.Replicas())
