@@ -148,9 +148,8 @@ func names(members []Member, role Role) []string {
 }
 
 // AddShard returns a copy of t at epoch+1 with a new added shard id owned
-// by the least loaded active member (fewest non-draining shards owned;
-// ties go to the lower of load, then the first in member order) and
-// followed by every standby. load, when not nil, breaks ties between
+// by the least loaded active member (see LeastLoadedActive) and followed
+// by every standby. load, when not nil, breaks ties between
 // owners of as many shards (for example their event rates). id must be at
 // or above BaseShards and not present.
 func AddShard(t *Topology, id uint16, load map[string]float64) (*Topology, error) {
@@ -171,15 +170,15 @@ func AddShard(t *Topology, id uint16, load map[string]float64) (*Topology, error
 	return next, next.Validate()
 }
 
-// LeastLoadedActive is the active member owning the fewest non-draining
-// shards; ties go to the lowest load (when load is not nil), then to the
-// first in member order. "" when there is no active member.
+// LeastLoadedActive is the active member owning the fewest shards;
+// ties go to the lowest load (when load is not nil), then to the first in
+// member order. "" when there is no active member. Draining shards count
+// (they are owned until removed), as in Balance, so a shard added here
+// never makes the cluster unbalanced.
 func LeastLoadedActive(t *Topology, load map[string]float64) string {
 	owned := map[string]int{}
 	for _, s := range t.Shards {
-		if !s.Draining {
-			owned[s.Owner]++
-		}
+		owned[s.Owner]++
 	}
 	best := ""
 	for _, m := range t.Members {

@@ -183,9 +183,10 @@ func TestAddDrainRemoveShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A draining shard no longer counts towards its owner's load.
-	if got := LeastLoadedActive(drained, nil); got != "b" {
-		t.Fatalf("least loaded after draining b's added shard = %s, want b", got)
+	// A draining shard still counts (it is owned until removed): a owns
+	// 0, 2 and 4, b owns 1 and draining 3.
+	if got := LeastLoadedActive(drained, map[string]float64{"b": 100}); got != "b" {
+		t.Fatalf("least loaded with b's shard draining = %s, want b (two shards against three)", got)
 	}
 	gone, err := WithoutShard(drained, 3)
 	if err != nil {
