@@ -238,6 +238,7 @@ func (c *Conn) readLoop() {
 	var frames [][]byte
 	var size int
 	var err error
+	reasm := wire.NewReassembler(maxEventFrame, MaxReassembly)
 	for {
 		var h wire.Header
 		h, err = pr.header()
@@ -247,6 +248,9 @@ func (c *Conn) readLoop() {
 		var got [][]byte
 		got, err = pr.payload(h, nil)
 		if err != nil {
+			break
+		}
+		if got, err = defragment(reasm, &h, got, cur != 0); err != nil {
 			break
 		}
 		if cur == 0 {
@@ -266,6 +270,10 @@ func (c *Conn) readLoop() {
 		}
 		if h.Flags&wire.FlagFin == 0 {
 			continue
+		}
+		if reasm.Pending() != 0 {
+			err = fmt.Errorf("%w: answer %d ended inside a fragmented event", ErrProtocol, cur)
+			break
 		}
 		c.mu.Lock()
 		ch := c.pending[cur]

@@ -26,6 +26,17 @@
 //	refused    (node)   0x8f | code u8 | flags u8 (1 has shard, 2 rate limited) | shard u16
 //	                      | error | owner | ownerData | rule | n u16 | rule × n
 //
+// An event frame larger than one packet (MaxFrame) travels as fragments
+// (engine/wire fragment.go): after the packets before it, consecutive
+// packets of the same stream of one frame each, carrying a chunk of the
+// event frame, with the header's fragment flags, id and index set; the
+// next frame starts a new packet. Each side reassembles within a bound:
+// an event's key plus payload is at most MaxEventSize (the sender refuses
+// a larger one before sending anything, with an error matching both
+// ErrFrameTooLarge and wire.ErrEventOversize, a *wire.OversizeError); a
+// peer that sends more, sends fragments out of order or ends a message
+// inside a fragmented event breaks the protocol.
+//
 // Refusal codes are dataapi's: 1 bad_request, 2 not_owner (with the
 // shard, the owner's name and its data address), 3 shard_moving,
 // 4 lease_expired, 5 no_topology, 6 backpressure, 7 behind_retention,
@@ -54,18 +65,22 @@
 //     exactly one ack per event; a refusal means nothing was appended.
 //   - A client's answer for one request never reaches another caller.
 //
-// Authentication is opt-in (ServerOptions.Verifier; the default, like the
-// HTTP data API's, is none). With it, a connection first sends
+// Authentication is set per server (ServerOptions.Verifier; none by
+// default, as for the HTTP data API's handler). The node runtime sets it
+// unless its configuration says dataAuth mode None (package node/config):
+// tokens rooted in the operator key, directly or delegated once by the
+// cluster's data key (identity.DataCredentials). With it, a connection
+// first sends
 //
 //	auth       (client) 3 | tokenLen u16 | token (identity binary form, ≤ 4096 bytes)
 //	auth ok    (node)   0x83
 //
 // and every later ingest needs identity.ScopeIngest and every poll
 // identity.ScopeConsume, until the token's NotAfter; otherwise the request is
-// refused with code rejected (the connection stays, and may authenticate
-// again). The token is checked once, when presented. The node runtime does
-// not turn it on yet.
-// TODO(issue 7): data-API tokens in the node configuration (runtime and
-// SDK), and sealed payloads once sessions have keys; until then tokens are
-// bearer credentials and the wire port belongs on a trusted network.
+// refused with code rejected (a *RefusedError unwrapping to
+// dataapi.ErrForbidden; the connection stays, and may authenticate again
+// with a fresh token, which the SDK does before its token expires). The
+// token is checked once, when presented.
+// TODO(issue 7): sealed payloads once sessions have keys; until then tokens
+// are bearer credentials and the wire port belongs on a trusted network.
 package wireapi

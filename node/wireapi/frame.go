@@ -28,8 +28,9 @@ func IsDataAPI(b []byte) bool {
 const (
 	// MaxPacketPayload is the largest packet payload either side sends.
 	MaxPacketPayload = wire.MaxPlainPayload
-	// MaxFrame is the largest message or event frame (its bytes after the
-	// 4-byte length prefix).
+	// MaxFrame is the largest frame one packet carries (its bytes after
+	// the 4-byte length prefix). A message head must fit; an event frame
+	// larger than this travels as fragments (engine/wire fragment.go).
 	MaxFrame = MaxPacketPayload - wire.FrameLenSize
 	// MaxRequestBytes bounds the payload bytes of one request (all its
 	// packets).
@@ -37,8 +38,16 @@ const (
 	// MaxBatch is the most events one ingest request carries (the HTTP
 	// data API's limit).
 	MaxBatch = dataapi.MaxBatch
-	// MaxEventSize is the largest key plus payload of one ingested event.
-	MaxEventSize = MaxFrame - 2
+	// MaxEventSize is the largest key plus payload of one ingested event
+	// (and the largest payload a poll answer carries): events larger than
+	// a packet are fragmented, and both ends refuse larger ones with an
+	// error matching ErrFrameTooLarge and wire.ErrEventOversize.
+	MaxEventSize = 8 << 20
+	// maxEventFrame is the largest event frame either direction carries.
+	maxEventFrame = MaxEventSize + storedEventHeader
+	// MaxReassembly bounds the bytes of fragmented events one side holds
+	// while reassembling them.
+	MaxReassembly = 2 * maxEventFrame
 )
 
 // Protocol errors.
@@ -46,8 +55,9 @@ var (
 	// ErrProtocol: the peer sent something outside the protocol; the
 	// connection is closed.
 	ErrProtocol = errors.New("wireapi: protocol violation")
-	// ErrFrameTooLarge: a message or event does not fit one packet.
-	ErrFrameTooLarge = errors.New("wireapi: frame larger than a packet")
+	// ErrFrameTooLarge: a message head does not fit one packet, or an
+	// event is larger than MaxEventSize.
+	ErrFrameTooLarge = errors.New("wireapi: frame too large")
 )
 
 // msgKind is the first byte of a request's or response's first frame.
@@ -71,6 +81,7 @@ type packets struct {
 	offs   []int
 	hdrs   []wire.Header
 	stream uint64
+	fragID uint16 // id of the last fragmented event
 }
 
 func newPackets(stream uint64, buf []byte) *packets {
@@ -85,7 +96,8 @@ func (p *packets) reserve(n int) error {
 		return fmt.Errorf("%w: %d bytes, at most %d", ErrFrameTooLarge, n, MaxFrame)
 	}
 	last := len(p.hdrs) - 1
-	if last < 0 || int(p.hdrs[last].PayloadLen)+wire.FrameLenSize+n > MaxPacketPayload || p.hdrs[last].EventCount == wire.MaxEventsPerPacket {
+	if last < 0 || int(p.hdrs[last].PayloadLen)+wire.FrameLenSize+n > MaxPacketPayload || p.hdrs[last].EventCount == wire.MaxEventsPerPacket ||
+		wire.IsFragment(&p.hdrs[last]) {
 		p.offs = append(p.offs, len(p.buf))
 		p.buf = append(p.buf, make([]byte, wire.HeaderSize)...)
 		p.hdrs = append(p.hdrs, wire.Header{Subprotocol: Subprotocol, StreamID: p.stream})
@@ -94,6 +106,27 @@ func (p *packets) reserve(n int) error {
 	p.hdrs[last].PayloadLen += uint16(wire.FrameLenSize + n)
 	p.hdrs[last].EventCount++
 	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(n))
+	return nil
+}
+
+// fragment lays out one event frame larger than MaxFrame as fragment
+// packets of one frame each (starting after the current packet). The frame
+// must be at most maxEventFrame bytes.
+func (p *packets) fragment(frame []byte) error {
+	chunks, err := wire.SplitEvent(frame, MaxFrame, maxEventFrame)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFrameTooLarge, err)
+	}
+	p.fragID++
+	for i, c := range chunks {
+		p.offs = append(p.offs, len(p.buf))
+		p.buf = append(p.buf, make([]byte, wire.HeaderSize)...)
+		h := wire.Header{Subprotocol: Subprotocol, StreamID: p.stream, PayloadLen: uint16(wire.FrameLenSize + len(c)), EventCount: 1}
+		wire.FragmentHeader(&h, p.fragID, i, len(chunks))
+		p.hdrs = append(p.hdrs, h)
+		p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(c)))
+		p.buf = append(p.buf, c...)
+	}
 	return nil
 }
 
@@ -168,6 +201,28 @@ func (pr *packetReader) payload(h wire.Header, frames [][]byte) ([][]byte, error
 		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	return frames, nil
+}
+
+// defragment passes a fragment packet's frame to the reassembler: it
+// returns no frames until the last fragment, then the whole event as one
+// frame. Other packets' frames pass unchanged. inMessage says whether a
+// message is under way (a message never starts with a fragment: its head
+// frame comes first, in a packet of its own kind).
+func defragment(r *wire.Reassembler, h *wire.Header, frames [][]byte, inMessage bool) ([][]byte, error) {
+	if !wire.IsFragment(h) {
+		return frames, nil
+	}
+	if !inMessage || len(frames) != 1 {
+		return nil, fmt.Errorf("%w: fragment packet outside a message or with %d frames", ErrProtocol, len(frames))
+	}
+	ev, err := r.Add(h, frames[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if ev == nil {
+		return frames[:0], nil
+	}
+	return append(frames[:0], ev), nil
 }
 
 // reader is a little-endian cursor over one frame that remembers the first

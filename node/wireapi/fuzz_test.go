@@ -17,6 +17,7 @@ func decodeRequests(b []byte) ([]*request, error) {
 	var asm assembler
 	var frames [][]byte
 	var out []*request
+	reasm := wire.NewReassembler(maxEventFrame, MaxReassembly)
 	for {
 		h, err := pr.header()
 		if err != nil {
@@ -26,6 +27,9 @@ func decodeRequests(b []byte) ([]*request, error) {
 			return out, err
 		}
 		if frames, err = pr.payload(h, frames); err != nil {
+			return out, err
+		}
+		if frames, err = defragment(reasm, &h, frames, asm.cur != nil); err != nil {
 			return out, err
 		}
 		req, err := asm.add(h, frames)
@@ -49,6 +53,9 @@ func decodeAnswers(b []byte) error {
 		frames, err := pr.payload(h, nil)
 		if err != nil {
 			return err
+		}
+		if wire.IsFragment(&h) {
+			continue // reassembly is pinned by FuzzReassembler (engine/wire)
 		}
 		if len(frames[0]) == 0 {
 			continue

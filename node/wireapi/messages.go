@@ -294,6 +294,19 @@ func appendPollOK(p *packets, resp dataapi.PollResponse) error {
 	}
 	p.buf = b
 	for _, e := range resp.Events {
+		if n := storedEventHeader + len(e.Payload); n > MaxFrame {
+			if len(e.Payload) > MaxEventSize {
+				return fmt.Errorf("%w: %w", ErrFrameTooLarge, &wire.OversizeError{Size: len(e.Payload), Max: MaxEventSize})
+			}
+			f := make([]byte, 0, n)
+			f = binary.LittleEndian.AppendUint16(f, e.Shard)
+			f = binary.LittleEndian.AppendUint64(f, e.Seq)
+			f = binary.LittleEndian.AppendUint64(f, uint64(e.Time))
+			if err := p.fragment(append(f, e.Payload...)); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := p.reserve(storedEventHeader + len(e.Payload)); err != nil {
 			return err
 		}
@@ -336,6 +349,18 @@ func appendIngestRequest(p *packets, events []dataapi.Event) error {
 	for i, e := range events {
 		if len(e.Key) > 0xffff {
 			return fmt.Errorf("%w: event %d key is %d bytes", ErrFrameTooLarge, i, len(e.Key))
+		}
+		if n := len(e.Key) + len(e.Payload); n > MaxEventSize {
+			return fmt.Errorf("event %d: %w: %w", i, ErrFrameTooLarge, &wire.OversizeError{Size: n, Max: MaxEventSize})
+		}
+		if n := eventFrameSize(e); n > MaxFrame {
+			f := make([]byte, 0, n)
+			f = binary.LittleEndian.AppendUint16(f, uint16(len(e.Key)))
+			f = append(f, e.Key...)
+			if err := p.fragment(append(f, e.Payload...)); err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
+			}
+			continue
 		}
 		if err := p.reserve(eventFrameSize(e)); err != nil {
 			return fmt.Errorf("event %d: %w", i, err)

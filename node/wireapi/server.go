@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/engine/wire"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 )
 
@@ -147,6 +148,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	pr := newPacketReader(conn)
 	var asm assembler
 	var frames [][]byte
+	reasm := wire.NewReassembler(maxEventFrame, MaxReassembly)
 	for {
 		h, err := pr.header()
 		if err != nil {
@@ -162,12 +164,18 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		if err != nil {
 			return c.fail(err)
 		}
+		if frames, err = defragment(reasm, &h, frames, asm.cur != nil); err != nil {
+			return c.fail(err)
+		}
 		req, err := asm.add(h, frames)
 		if err != nil {
 			return c.fail(err)
 		}
 		if req == nil {
 			continue
+		}
+		if reasm.Pending() != 0 {
+			return c.fail(fmt.Errorf("%w: request %d ended inside a fragmented event", ErrProtocol, req.id))
 		}
 		if !c.begin(req.id) {
 			return c.fail(fmt.Errorf("%w: stream %d is already in flight", ErrProtocol, req.id))
