@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/purplerain/mesh-operator/engine/compute/shardfeed"
 	"github.com/purplerain/mesh-operator/engine/cortex"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/replication"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -56,6 +58,12 @@ type daemonTable struct {
 
 	mu    sync.Mutex
 	hosts map[daemonKey]*hostedDaemon
+	// feedMu serialises starting, closing and swapping feeds (ensureFeed,
+	// closeDaemons, a replication resync's restore), so two of them never
+	// race on one host. It is taken before mu, never while holding it,
+	// and held while daemon code runs only in Restore and Snapshot calls
+	// (daemon code takes no node lock).
+	feedMu sync.Mutex
 }
 
 // newDaemonTable checks every declaration against kinds (an unknown kind
@@ -147,9 +155,10 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 				errs = append(errs, fmt.Errorf("daemon %s on shard %d: %w", k.name, k.shard, err))
 				continue
 			}
-			// TODO(issue 8): a follower's log cut back (diverged) or reset
-			// (lagged resync) must rebuild its daemon copies; today logs
-			// never shrink under a feed (TruncateDiverged is off).
+			// A lagged follower's reset log gets its copies restored from
+			// the owner's snapshots (resyncDaemons). TODO(issue 8): a log
+			// cut back (diverged) must rebuild its daemon copies; today no
+			// log is cut under a feed (TruncateDiverged is off).
 			host, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d)
 			if err != nil {
 				errs = append(errs, err)
@@ -172,10 +181,13 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 // snapshots to a file and starts from the stored one when that still fits
 // the log and the declaration (loadSnapshot), else from seq 0.
 //
-// TODO(issue 7): a log whose head retention pruned past every stored
-// snapshot (or in Memory mode) cannot seed a daemon: its feed halts with
-// redex.ErrPruned and status reports it. Seeding it from a peer's
-// snapshot (the six-phase migration's transfer) is not done.
+// A follower whose owner pruned past its log is resynced from the owner's
+// head with the owner's daemon snapshots (resyncDaemons), whatever its
+// own snapshots hold. TODO(issue 7): an owner, or a follower that is not
+// lagged, whose own retention pruned its log past every stored snapshot
+// (or whose Memory-mode log does not start at 0) cannot seed a daemon:
+// its feed halts with redex.ErrPruned and status reports it; fetching a
+// peer's snapshot for it is not done.
 func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon) (*compute.Host, error) {
 	dt := n.daemons
 	if dt.snapDir == "" {
@@ -207,6 +219,13 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 // ensureFeed starts h's feed unless it is running. A halted feed's error
 // is kept for status and the feed restarted at the host's cursor.
 func (n *Node) ensureFeed(h *hostedDaemon) error {
+	n.daemons.feedMu.Lock()
+	defer n.daemons.feedMu.Unlock()
+	return n.ensureFeedLocked(h)
+}
+
+// ensureFeedLocked is ensureFeed with dt.feedMu held.
+func (n *Node) ensureFeedLocked(h *hostedDaemon) error {
 	dt := n.daemons
 	dt.mu.Lock()
 	old := h.feed
@@ -243,6 +262,8 @@ func (n *Node) closeDaemons() {
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
 	dt := n.daemons
+	dt.feedMu.Lock()
+	defer dt.feedMu.Unlock()
 	dt.mu.Lock()
 	hosts := dt.hosts
 	dt.hosts = map[daemonKey]*hostedDaemon{}
@@ -368,4 +389,104 @@ func (n *Node) daemonProgress(id uint16) (count int, next uint64, ok bool) {
 		}
 	}
 	return count, next, ok
+}
+
+// daemonSnapshots takes a snapshot of every daemon hosted on shard, for a
+// replication resync of a lagged follower (ownerSource.DaemonSnapshots).
+// A halted daemon's snapshot is its state at the entry it halted on.
+func (n *Node) daemonSnapshots(shard uint16) ([][]byte, error) {
+	dt := n.daemons
+	dt.mu.Lock()
+	var hosts []*hostedDaemon
+	for k, h := range dt.hosts {
+		if k.shard == shard {
+			hosts = append(hosts, h)
+		}
+	}
+	dt.mu.Unlock()
+	var (
+		out  [][]byte
+		errs []error
+	)
+	for _, h := range hosts {
+		snap, err := h.host.Snapshot()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("daemon %s on shard %d: %w", h.decl.Name, shard, err))
+			continue
+		}
+		out = append(out, snap.Encode())
+	}
+	return out, errors.Join(errs...)
+}
+
+// resyncDaemons runs when the replication follower of r.Shard was reset
+// to the owner's log head (FollowerOptions.Resync): every warm copy on the
+// shard is restored from the owner's snapshot of the same daemon (same
+// kind and config) and its feed restarted at the snapshot's cursor, so it
+// holds the owner's state and folds the entries that follow. A copy the
+// owner sent no snapshot for keeps its state, and its feed halts with
+// redex.ErrPruned (status reports it): the log it would need is gone.
+// It runs on the follower's goroutine, before any entry after the head
+// is appended, and takes no applyMu (ApplyTopology waits for followers).
+func (n *Node) resyncDaemons(r replication.Resync) {
+	snaps := map[string]*compute.Snapshot{}
+	for _, b := range r.Daemons {
+		s, err := compute.DecodeSnapshot(b)
+		if err != nil {
+			n.logger.Warn("resync: owner's daemon snapshot does not decode", "shard", r.Shard, "err", err)
+			continue
+		}
+		snaps[s.Daemon] = s
+	}
+	dt := n.daemons
+	dt.feedMu.Lock()
+	defer dt.feedMu.Unlock()
+	dt.mu.Lock()
+	var hosts []*hostedDaemon
+	for k, h := range dt.hosts {
+		if k.shard == r.Shard {
+			hosts = append(hosts, h)
+		}
+	}
+	dt.mu.Unlock()
+	for _, h := range hosts {
+		dt.mu.Lock()
+		old := h.feed
+		h.feed, h.feedErr = nil, nil
+		dt.mu.Unlock()
+		if old != nil {
+			_ = old.Close()
+		}
+		snap := snaps[h.decl.Name]
+		switch {
+		case snap == nil:
+			n.logger.Warn("resync: the owner sent no snapshot of this daemon; its copy stays behind the log head",
+				"daemon", h.decl.Name, "shard", r.Shard, "head", r.First)
+		case snap.Kind != h.host.Kind() || !bytes.Equal(snap.Config, h.host.Config()):
+			n.logger.Warn("resync: the owner's snapshot of this daemon has another kind or config; its copy stays behind the log head",
+				"daemon", h.decl.Name, "shard", r.Shard, "head", r.First)
+		default:
+			if err := h.host.Restore(snap); err != nil {
+				n.logger.Warn("resync: restoring the owner's daemon snapshot failed", "daemon", h.decl.Name, "shard", r.Shard, "err", err)
+				break
+			}
+			if dt.snapDir != "" {
+				// Replace the stored snapshot, which covers entries the
+				// reset dropped. TODO(issue 7): it covers entries the log
+				// does not hold until replication reaches its cursor; a
+				// restart before that ignores it (loadSnapshot) and the
+				// copy halts with redex.ErrPruned.
+				_, _ = h.host.Snapshot()
+			}
+			n.logger.Info("resync: daemon copy restored from the owner's snapshot", "daemon", h.decl.Name, "shard", r.Shard, "next", snap.Cursor.Next())
+		}
+		dt.mu.Lock()
+		hosted := dt.hosts[daemonKey{h.decl.Name, r.Shard}] == h
+		dt.mu.Unlock()
+		if hosted {
+			if err := n.ensureFeedLocked(h); err != nil {
+				n.logger.Warn("resync: restart daemon feed", "daemon", h.decl.Name, "shard", r.Shard, "err", err)
+			}
+		}
+	}
 }

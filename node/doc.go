@@ -28,6 +28,15 @@
 //     (only their role changes), and they stop when the node neither owns
 //     nor follows the shard. An unknown kind or a config its factory
 //     refuses fails New, naming daemons[i].
+//   - A follower the owner's retention left behind (it was down or too
+//     slow) is resynced, not stopped: its log restarts at the owner's
+//     first retained seq and then holds exactly the owner's entries, and
+//     its warm daemon copies are restored from the owner's snapshots
+//     taken at that moment (replication's resync), so they equal a fold
+//     of the shard's whole history although the log no longer holds it.
+//   - Disk mode: New opens every stored shard log, and a corrupt one (not
+//     merely a torn write) stops the node unless the configuration asks
+//     for storage.repairCorruptLogs (redex.Repair, logged loudly).
 //
 // The node bus (dataplane.go) holds exactly the shards this node owns as
 // engine bus shards over RedEX logs; followers (followers.go) replicate the

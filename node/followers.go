@@ -47,10 +47,11 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 		if f, ok := n.followers[id]; ok {
 			select {
 			case <-f.f.Done():
-				// A follower that stopped on a terminal error (lagged,
-				// diverged) stays stopped: restarting it would fail the
-				// same way. It is reported in status.
-				// TODO(issue 7): resync a lagged follower from a snapshot.
+				// A follower that stopped on a terminal error (diverged,
+				// an entry too large, a local log failure) stays stopped:
+				// restarting it would fail the same way. It is reported
+				// in status. A lagged follower does not stop: it resyncs
+				// from the owner's log head (Resync below).
 			default:
 			}
 			continue
@@ -85,8 +86,12 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 			// ackPolicy Leader legitimately leaves the old owner a suffix
 			// to cut; a restarted owner must be failed over instead).
 			TruncateDiverged: false,
-			SyncBeforeAck:    n.syncBeforeAck,
-			Logger:           n.logger,
+			// The owner pruned past this follower (it was down, or too
+			// slow): start over from the owner's log head with the
+			// owner's daemon snapshots rather than stop.
+			Resync:        n.resyncDaemons,
+			SyncBeforeAck: n.syncBeforeAck,
+			Logger:        n.logger,
 		})
 		if err != nil {
 			return fmt.Errorf("follow shard %d: %w", id, err)
@@ -148,4 +153,10 @@ func (s ownerSource) Log(id uint16) (*redex.Log, error) {
 		return nil, fmt.Errorf("shard %d: not owned by %s at epoch %d", id, s.n.name, t.Epoch)
 	}
 	return s.n.logs.Log(id)
+}
+
+// DaemonSnapshots implements replication.DaemonSnapshotter: a lagged
+// follower resyncs with the owner's daemon state as well as its log head.
+func (s ownerSource) DaemonSnapshots(id uint16) ([][]byte, error) {
+	return s.n.daemonSnapshots(id)
 }
