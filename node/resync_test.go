@@ -248,5 +248,3 @@ func foldEntries(t *testing.T, decl nodeconfig.Daemon, es []redex.Entry) (uint64
 	b, _ := json.Marshal(v)
 	return snap.Cursor.Next(), b
 }
-
-
