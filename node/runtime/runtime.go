@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/rules"
 	"github.com/purplerain/mesh-operator/node"
@@ -46,6 +47,9 @@ type Options struct {
 	// Ready, if set, is called with the bound addresses once every
 	// listener is up.
 	Ready func(admin, data, wire net.Addr)
+	// DaemonKinds builds the declared daemons; nil means the built-in
+	// kinds. Tests and embedders register their own kinds here.
+	DaemonKinds *compute.Kinds
 }
 
 // Run runs the node until ctx ends, then drains and stops. The error is
@@ -70,7 +74,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	n, err := node.New(node.Options{Name: o.Name, Config: o.Config, ClusterKey: clusterKey, Rules: ruleSet, Logger: log})
+	n, err := node.New(node.Options{Name: o.Name, Config: o.Config, ClusterKey: clusterKey, Rules: ruleSet, Logger: log, DaemonKinds: o.DaemonKinds})
 	if err != nil {
 		return err
 	}
