@@ -87,9 +87,11 @@
 // automatically (TruncateDiverged, issue 8), since a cut based on a false
 // match would keep a suffix the new owner never had.
 //
-// Entries larger than MaxEntryPayload cannot be replicated yet (the owner
-// refuses with RefuseTooLarge and the follower stops); the node keeps its
-// logs' MaxPayload at or below it.
+// An entry larger than one packet travels as fragments (fragment.go) and
+// is reassembled by the reader within a bound, so the protocol above sees
+// whole entries only. Entries larger than MaxEntryPayload (the RedEX
+// default payload limit, which the node's logs keep) are refused with
+// RefuseTooLarge and the follower stops.
 //
 // TODO(issue 7): packets are not sealed (wire's AEAD needs session keys from a
 // handshake that does not exist yet); tokens are bearer credentials, so until

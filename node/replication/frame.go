@@ -49,7 +49,7 @@ const (
 	RefuseUnknown     RefuseCode = 3 // the owner does not hold the shard's log
 	RefuseLagged      RefuseCode = 4 // the owner pruned what the follower needs next
 	RefuseDiverged    RefuseCode = 5 // the follower holds seqs the owner never had
-	RefuseTooLarge    RefuseCode = 6 // an entry does not fit one packet (no fragmentation yet)
+	RefuseTooLarge    RefuseCode = 6 // an entry is larger than MaxEntryPayload
 	RefuseUnavailable RefuseCode = 7 // the owner's log closed or the server is shutting down
 
 	refuseMax = RefuseUnavailable
@@ -82,12 +82,12 @@ const (
 	// payload: the wire frame length prefix, the kind byte, seq, time and
 	// flags.
 	entryOverhead = wire.FrameLenSize + 1 + 8 + 8 + 4
-	// MaxEntryPayload is the largest log entry payload replication can
-	// carry with the default ServerOptions.MaxPacketPayload (a smaller
-	// packet limit lowers it by the same amount). The node must keep its
-	// shard logs' MaxPayload at or below it.
-	// TODO(issue 7): fragment larger entries across packets.
-	MaxEntryPayload = wire.MaxPlainPayload - entryOverhead
+	// MaxEntryPayload is the largest log entry payload replication
+	// carries: the RedEX default, so every entry a node's shard log
+	// accepts replicates. An entry larger than one packet travels as
+	// fragments (fragment.go); a larger one is refused with
+	// RefuseTooLarge.
+	MaxEntryPayload = redex.DefaultMaxPayload
 )
 
 // Protocol errors. A peer that sends something outside the protocol gets its
@@ -352,6 +352,9 @@ type packetWriter struct {
 	seq        uint64
 	maxPayload int
 	msg        []byte // scratch for one encoded message
+	// frag holds the fragment fields of the packet being built (zero for
+	// an ordinary packet).
+	frag fragmentMark
 }
 
 func newPacketWriter(w io.Writer, shard uint16, maxPayload int) *packetWriter {
@@ -404,6 +407,7 @@ func (p *packetWriter) endPacket() error {
 		PayloadLen:  uint16(len(p.buf) - wire.HeaderSize),
 		EventCount:  uint16(p.count),
 	}
+	p.frag.mark(&h)
 	h.Put((*[wire.HeaderSize]byte)(p.buf[:wire.HeaderSize]))
 	_, err := p.w.Write(p.buf)
 	p.buf, p.count = p.buf[:wire.HeaderSize], 0
@@ -431,6 +435,7 @@ type packetReader struct {
 	payload []byte
 	events  [][]byte
 	seq     uint64
+	reasm   *wire.Reassembler // fragmented entries, made on first use
 }
 
 func newPacketReader(r io.Reader) *packetReader {
@@ -473,6 +478,9 @@ func (pr *packetReader) next() ([][]byte, error) {
 	pr.events, err = wire.DecodeEvents(pr.events[:0], pr.payload, int(h.EventCount))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if err := pr.defragment(&h); err != nil {
+		return nil, err
 	}
 	pr.seq = h.Sequence
 	return pr.events, nil

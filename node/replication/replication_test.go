@@ -466,10 +466,13 @@ func TestDivergedFollowerStops(t *testing.T) {
 	}
 }
 
+// TestEntryTooLargeForAPacketStopsTheFollower: an entry above
+// MaxEntryPayload (a log configured past the RedEX default) is refused,
+// never cut; anything up to it is fragmented (fragment_test.go).
 func TestEntryTooLargeForAPacketStopsTheFollower(t *testing.T) {
 	k := newKeys(t)
 	src := newSource(1)
-	ol := openLog(t, redex.Options{})
+	ol := openLog(t, redex.Options{MaxPayload: MaxEntryPayload + 1})
 	src.add(0, ol)
 	appendN(t, ol, 0, 0, 3)
 	big := make([]byte, MaxEntryPayload+1)

@@ -547,7 +547,10 @@ func (st *stream) addEntry(e redex.Entry) error {
 			return err
 		}
 		if !st.pw.entryFits(e) {
-			return st.refuse(RefuseTooLarge, e.Seq, fmt.Sprintf("entry of %d bytes exceeds the replication packet", len(e.Payload)))
+			if len(e.Payload) > MaxEntryPayload {
+				return st.refuse(RefuseTooLarge, e.Seq, fmt.Sprintf("entry of %d bytes exceeds MaxEntryPayload (%d)", len(e.Payload), MaxEntryPayload))
+			}
+			return st.pw.addFragmented(e)
 		}
 	}
 	st.pw.addEntry(e)
