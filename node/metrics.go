@@ -30,6 +30,12 @@ var (
 var descRuleRefused = prometheus.NewDesc("mesh_rule_refused_requests_total",
 	"Ingest requests a behaviour rule refused, by rule and reason (rejected or rate_limited).", []string{"rule", "reason"}, nil)
 
+// descRulesActive is how many rules the node enforces; its hash label is
+// the set's hash (admin status rules.hash), so nodes enforcing different
+// rules (a push still under way) show up as different series.
+var descRulesActive = prometheus.NewDesc("mesh_rules_active",
+	"Behaviour rules the node enforces, labelled with the rule set's hash.", []string{"hash"}, nil)
+
 // descDaemonNext is each hosted daemon's next seq (compare with
 // mesh_shard_next_seq for its lag); descDaemonRunning says its feed runs.
 var (
@@ -47,7 +53,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused, descDaemonNext, descDaemonRunning, descFillRatio, descEventRate, descPushLatency} {
+	for _, d := range []*prometheus.Desc{descEpoch, descLease, descRole, descNext, descLag, descIngested, descDispatched, descDropped, descFailures, descRuleRefused, descRulesActive, descDaemonNext, descDaemonRunning, descFillRatio, descEventRate, descPushLatency} {
 		ch <- d
 	}
 }
@@ -92,6 +98,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDispatched, st.EventsDispatched)
 	counter(descDropped, st.EventsDropped)
 	counter(descFailures, st.DispatchFailures)
+	set := n.Rules()
+	gauge(descRulesActive, float64(set.Len()), set.Hash())
 	for _, r := range n.rules.Stats() {
 		ch <- prometheus.MustNewConstMetric(descRuleRefused, prometheus.CounterValue, float64(r.Rejected), r.Name, "rejected")
 		ch <- prometheus.MustNewConstMetric(descRuleRefused, prometheus.CounterValue, float64(r.RateLimited), r.Name, "rate_limited")

@@ -1,6 +1,10 @@
 // Package adminapi serves a node's admin API: the HTTP/JSON surface the
 // operator drives (DESIGN.md §5).
 //
+// Behaviour rules: GET /v1/rules lists the enforced rules with their hash
+// (also in GET /v1/status); PUT /v1/rules replaces them at once, without a
+// restart, keeping the rate windows of unchanged rules.
+//
 // Probes and metrics (/healthz, /readyz, /metrics) are open, as kubelets
 // and Prometheus call them. Everything under /v1/ needs a permission token
 // signed by the operator's key (header identity.HeaderName) with the admin
@@ -25,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/engine/rules"
 	"github.com/purplerain/mesh-operator/node"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
@@ -80,6 +85,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /v1/daemons", s.admin(s.daemons))
 	s.creds.repl = opts.ReplicationVerifier
 	s.registerCredentials()
+	s.mux.Handle("GET /v1/rules", s.admin(s.getRules))
+	s.mux.Handle("PUT /v1/rules", s.admin(s.putRules))
 	return s, nil
 }
 
@@ -129,6 +136,26 @@ type Status struct {
 	NotReadyReason       string   `json:"notReadyReason,omitempty"`
 	// Shards details every owned and followed shard.
 	Shards []node.ShardStatus `json:"shards,omitempty"`
+	// Rules identifies the behaviour rules the node enforces.
+	Rules RulesStatus `json:"rules"`
+	// Subnet is the node's subnet ("3.7", "global"), empty when the
+	// configuration assigns none; SubnetError says why an assignment
+	// failed.
+	Subnet      string `json:"subnet,omitempty"`
+	SubnetError string `json:"subnetError,omitempty"`
+}
+
+// RulesStatus identifies a rule set: Hash is rules.Set.Hash, so the
+// operator pushes only to nodes whose hash differs from the one it wants.
+type RulesStatus struct {
+	Hash  string `json:"hash"`
+	Count int    `json:"count"`
+}
+
+// Rules is the GET /v1/rules answer: the enforced rules themselves.
+type Rules struct {
+	RulesStatus
+	Rules []rules.Spec `json:"rules"`
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
@@ -145,7 +172,51 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		st.Ready = true
 	}
 	st.Shards = s.node.ShardStatuses()
+	set := s.node.Rules()
+	st.Rules = RulesStatus{Hash: set.Hash(), Count: set.Len()}
+	if id, ok, err := s.node.Subnet(); ok {
+		st.Subnet = id.String()
+	} else if err != nil {
+		st.SubnetError = err.Error()
+	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) getRules(w http.ResponseWriter, _ *http.Request) {
+	set := s.node.Rules()
+	specs := set.Specs()
+	if specs == nil {
+		specs = []rules.Spec{}
+	}
+	writeJSON(w, http.StatusOK, Rules{RulesStatus: RulesStatus{Hash: set.Hash(), Count: set.Len()}, Rules: specs})
+}
+
+// putRules replaces the enforced rules with the body (a JSON array of
+// rules.Spec). It is idempotent: rules whose specification is unchanged
+// keep their rate windows and counters (rules.Engine.Replace), so pushing
+// the same set again changes nothing. An invalid set is refused whole
+// (422, naming the rule) and the current rules stay.
+func (s *Server) putRules(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
+		return
+	}
+	if len(data) > maxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("rules: body larger than %d bytes", maxBody))
+		return
+	}
+	set, err := rules.Parse(data)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err)
+		return
+	}
+	before := s.node.Rules().Hash()
+	s.node.SetRules(set)
+	if before != set.Hash() {
+		s.log.Info("rules replaced", "rules", set.Len(), "hash", set.Hash(), "previous", before)
+	}
+	writeJSON(w, http.StatusOK, RulesStatus{Hash: set.Hash(), Count: set.Len()})
 }
 
 // PromoteRequest is the body of POST /v1/promote.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
+	"github.com/purplerain/mesh-operator/engine/rules"
 	"github.com/purplerain/mesh-operator/node"
 	"github.com/purplerain/mesh-operator/node/adminapi"
 	"github.com/purplerain/mesh-operator/node/topology"
@@ -34,6 +35,18 @@ type Client interface {
 	Drain(ctx context.Context) (node.DrainStatus, error)
 }
 
+// RulesClient replaces and reads a node's behaviour rules. *HTTP
+// implements it; it is apart from Client so the orchestration surface
+// stays the same.
+type RulesClient interface {
+	// PutRules makes specs the node's rules (idempotent: unchanged rules
+	// keep their rate windows) and returns the hash the node now reports.
+	// An invalid set is a *StatusError with status 422 naming the rule.
+	PutRules(ctx context.Context, specs []rules.Spec) (adminapi.RulesStatus, error)
+	// Rules reads the enforced rules.
+	Rules(ctx context.Context) (adminapi.Rules, error)
+}
+
 // Dialer returns the client of the node whose admin address is addr.
 type Dialer func(addr string) Client
 
@@ -46,6 +59,14 @@ type HTTP struct {
 	key  *identity.KeyPair
 	http *http.Client
 	now  func() time.Time
+}
+
+// NewHTTP returns the admin client of the node at addr, signing with key.
+func NewHTTP(key *identity.KeyPair, hc *http.Client, addr string) *HTTP {
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Second}
+	}
+	return &HTTP{addr: addr, key: key, http: hc, now: time.Now}
 }
 
 // NewHTTPDialer returns a Dialer whose clients sign with key.
@@ -105,6 +126,23 @@ func (c *HTTP) Daemons(ctx context.Context) (adminapi.Daemons, error) {
 	var d adminapi.Daemons
 	err := c.call(ctx, http.MethodGet, "/v1/daemons", nil, &d)
 	return d, err
+}
+
+// PutRules implements RulesClient.
+func (c *HTTP) PutRules(ctx context.Context, specs []rules.Spec) (adminapi.RulesStatus, error) {
+	if specs == nil {
+		specs = []rules.Spec{} // "null" is not a rule list
+	}
+	var st adminapi.RulesStatus
+	err := c.call(ctx, http.MethodPut, "/v1/rules", specs, &st)
+	return st, err
+}
+
+// Rules implements RulesClient.
+func (c *HTTP) Rules(ctx context.Context) (adminapi.Rules, error) {
+	var r adminapi.Rules
+	err := c.call(ctx, http.MethodGet, "/v1/rules", nil, &r)
+	return r, err
 }
 
 func (c *HTTP) call(ctx context.Context, method, path string, in, out any) error {

@@ -74,7 +74,20 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	n, err := node.New(node.Options{Name: o.Name, Config: o.Config, ClusterKey: clusterKey, Rules: ruleSet, Logger: log, DaemonKinds: o.DaemonKinds})
+	nodeOpts := node.Options{Name: o.Name, Config: o.Config, ClusterKey: clusterKey, Rules: ruleSet, Logger: log, DaemonKinds: o.DaemonKinds}
+	if s := o.Config.Subnets; s != nil {
+		// A failed assignment (unreadable labels, a label value leaving a
+		// gap between levels) is reported, not fatal: nothing filters by
+		// subnet yet, so the node can serve without one.
+		if id, err := s.Assign(); err != nil {
+			log.Error("subnet not assigned", "err", err)
+			nodeOpts.SubnetError = err
+		} else {
+			nodeOpts.Subnet = &id
+			log.Info("subnet assigned from pod labels", "subnet", id.String())
+		}
+	}
+	n, err := node.New(nodeOpts)
 	if err != nil {
 		return err
 	}
@@ -133,6 +146,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("data API authentication is OFF (dataAuth mode None): anyone who reaches the data and wire ports can ingest and poll")
 	} else {
 		dataVerifier = identity.NewVerifier([]ed25519.PublicKey{operatorKey}, identity.WithMaxDelegationDepth(1))
+		admin.TrustOperatorIn(dataVerifier) // rotations reach data grants too
 	}
 	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 5 * time.Second}
 	dataSrv := &http.Server{Handler: dataapi.NewServer(dataapi.Options{Backend: n, Logger: log, Verifier: dataVerifier}), ReadHeaderTimeout: 5 * time.Second}
