@@ -29,6 +29,17 @@
 //   - Promotion waits out the failed owner's lease (measured from the last
 //     push the caller saw succeed) before any other node owns its shards, so
 //     two owners never accept writes for one shard.
+//   - Handoffs of distinct shards may run at once (Handoffs): each step is
+//     applied to the latest recorded topology at the next epoch, one record
+//     at a time, so the records form one history and resuming from the last
+//     one resumes every handoff. Pushes always send the latest record.
+//   - With ResumableCatchUp, a new owner that has not caught up within
+//     StepTimeout leaves the follow step recorded (ErrCatchingUp): the shard
+//     stays writable at its owner and the caller bounds the whole move.
+//   - Failpoints (Driver.Failpoint, the Step* constants) sit after every
+//     data-plane call; one that fires stops the operation where it is with
+//     nothing rolled back (ErrFailpoint), which is what an operator crash
+//     leaves, so tests restart the caller at each of them.
 //
 // Daemons move with a shard as warm copies, not by the six-phase migration
 // of engine/compute/migration. Every node runs the declared daemons on the

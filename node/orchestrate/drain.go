@@ -41,5 +41,5 @@ func (d *Driver) Drain(ctx context.Context, cur *topology.Topology, leaving stri
 	if st.Owned != 0 || !st.Flushed {
 		return t, fmt.Errorf("drain %s: node reports %d shards owned, flushed=%v", leaving, st.Owned, st.Flushed)
 	}
-	return t, nil
+	return t, d.failpoint(ctx, StepDrained, t)
 }

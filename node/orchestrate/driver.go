@@ -25,6 +25,11 @@ var (
 	// ErrConflict means the recorded topology contradicts the operation
 	// asked for (for example the shard is owned by a third node).
 	ErrConflict = errors.New("orchestrate: topology conflicts with the operation")
+	// ErrCatchingUp (with Driver.ResumableCatchUp) means a handoff's new
+	// owner had not caught up within StepTimeout: the follow step stays
+	// recorded, the shard stays writable at its owner, and calling
+	// Handoff again continues the wait.
+	ErrCatchingUp = errors.New("orchestrate: new owner still catching up")
 
 	errRecord = errors.New("record topology")
 )
@@ -49,7 +54,18 @@ type Driver struct {
 	// LeaseMargin is waited beyond a failed owner's lease before its
 	// shards are promoted, for clock rate differences. Default lease/20.
 	LeaseMargin time.Duration
-	Logger      *slog.Logger
+	// ResumableCatchUp makes a handoff whose catch-up wait (step 1) runs
+	// out of StepTimeout return ErrCatchingUp instead of aborting: the
+	// caller bounds the whole move itself (the operator's
+	// migration.timeout) and resumes it later. Waits on a fenced shard
+	// still abort, as a fenced shard refuses writes.
+	ResumableCatchUp bool
+	// Failpoint, when set, is called after each data-plane call with the
+	// step (Step* constants) and the topology reached; an error stops the
+	// operation at once, nothing rolled back (see ErrFailpoint). Only
+	// tests set it.
+	Failpoint func(ctx context.Context, step string, t *topology.Topology) error
+	Logger    *slog.Logger
 }
 
 func (d *Driver) pollInterval() time.Duration { return orDefault(d.PollInterval, 20*time.Millisecond) }

@@ -2,6 +2,7 @@ package orchestrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -39,6 +40,9 @@ func (d *Driver) Promote(ctx context.Context, cur *topology.Topology, failed str
 	}
 	if err := sleepUntil(ctx, lastPush.Add(cur.Lease()+margin)); err != nil {
 		return cur, fmt.Errorf("promote: waiting out %s's lease: %w", failed, err)
+	}
+	if err := d.failpoint(ctx, StepLeaseWaited, cur); err != nil {
+		return cur, err
 	}
 
 	// Read every other member once; an unreachable one is no candidate.
@@ -113,12 +117,15 @@ func (d *Driver) Promote(ctx context.Context, cur *topology.Topology, failed str
 		return cur, fmt.Errorf("promote: %w", err)
 	}
 	if err := d.Record(next); err != nil {
+		if errors.Is(err, ErrFailpoint) {
+			return next, err
+		}
 		return cur, fmt.Errorf("promote: %w: %w", errRecord, err)
 	}
 	if err := d.push(ctx, next, promote, nil); err != nil {
 		return next, fmt.Errorf("promote recorded at epoch %d but not pushed (call Promote again): %w", next.Epoch, err)
 	}
-	return next, nil
+	return next, d.failpoint(ctx, StepPromotePushed, next)
 }
 
 func sleepUntil(ctx context.Context, at time.Time) error {
