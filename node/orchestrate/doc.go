@@ -55,8 +55,19 @@
 // every copy of a shard); the gain is that a handoff or failover moves no
 // state over the network and a daemon can never be lost between nodes.
 //
-// TODO(issue 7): a daemon whose feed halted (a user daemon's Process
-// error, or a log pruned under it) does not hold a handoff back and
-// stays behind on the new owner too; moving it by snapshot (the
-// six-phase migration over the wire port) is not done.
+// A daemon whose feed halted (a user daemon's Process error) moves like
+// any other and does not hold a handoff back: status leaves halted feeds
+// out of daemonNext, and the new owner's warm copy, folding the same log
+// deterministically, halts at the same entry with the same error (every
+// node restarts halted feeds at each topology change, so a transient
+// failure is retried alike). When the old owner's retention has pruned
+// the log past the shard's start, the new owner cannot backfill from seq
+// 0: replication resyncs it from the old owner's log head and daemon
+// snapshots, so its copies arrive with the old owner's state, a halted one
+// at its halted position (where it halts again on the pruned log, as it
+// does on the old owner). TODO(issue 7): a Process error that is not
+// deterministic (it failed on the old owner but not on the warm copy, or
+// the reverse) leaves the new owner with the warm copy's state; moving
+// the old owner's halted state at the cutover needs a snapshot transfer
+// (the six-phase migration over the wire port).
 package orchestrate

@@ -17,6 +17,7 @@ import (
 
 	"github.com/purplerain/mesh-operator/client"
 	"github.com/purplerain/mesh-operator/client/clienttest"
+	"github.com/purplerain/mesh-operator/engine/compute"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/node/adminclient"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
@@ -44,6 +45,8 @@ type cluster struct {
 	// onRecord, if set, runs on every recorded topology before it is
 	// pushed (tests use it to fail a node at a chosen step).
 	onRecord func(*topology.Topology)
+	// kinds builds the nodes' daemons (nil: the built-in kinds).
+	kinds *compute.Kinds
 }
 
 type inproc struct {
@@ -61,6 +64,13 @@ func newCluster(t *testing.T, ip, actives, standbys int, ackPolicy string, lease
 // newClusterAt is newCluster on prefix.(ip+i), with configure (may be nil)
 // adjusting the shared configuration before it is validated.
 func newClusterAt(t *testing.T, prefix string, ip, actives, standbys int, ackPolicy string, leaseMillis int64, configure func(*nodeconfig.Config)) *cluster {
+	t.Helper()
+	return newClusterKinds(t, prefix, ip, actives, standbys, ackPolicy, leaseMillis, configure, nil)
+}
+
+// newClusterKinds is newClusterAt whose nodes build their daemons from
+// kinds (nil: the built-in kinds).
+func newClusterKinds(t *testing.T, prefix string, ip, actives, standbys int, ackPolicy string, leaseMillis int64, configure func(*nodeconfig.Config), kinds *compute.Kinds) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	op, err := identity.Generate(nil)
@@ -94,7 +104,7 @@ func newClusterAt(t *testing.T, prefix string, ip, actives, standbys int, ackPol
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, cfg: cfg, nodes: map[string]*inproc{}}
+	c := &cluster{t: t, cfg: cfg, nodes: map[string]*inproc{}, kinds: kinds}
 	c.driver = &Driver{
 		Dial:        adminclient.NewHTTPDialer(op, nil),
 		Record:      c.recordTopology,
@@ -140,7 +150,8 @@ func (c *cluster) start(name string) {
 		p.done <- runtime.Run(ctx, runtime.Options{
 			Config: c.cfg, Name: name, AdminAddr: m.Admin, DataAddr: m.Data, WireAddr: m.Wire,
 			DrainTimeout: time.Second, Logger: slog.New(slog.DiscardHandler),
-			Ready: func(_, _, _ net.Addr) { close(ready) },
+			Ready:       func(_, _, _ net.Addr) { close(ready) },
+			DaemonKinds: c.kinds,
 		})
 	}()
 	select {
