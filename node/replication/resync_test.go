@@ -2,9 +2,11 @@ package replication
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,4 +138,56 @@ func FuzzDecodeResyncMessages(f *testing.F) {
 		}
 		_, _ = decodeResyncSubscribe(b)
 	})
+}
+
+// TestLiveFollowerLaggedByRetentionResyncs: a follower that stalls while
+// the owner floods and prunes is refused as lagged mid-stream; with
+// Resync it starts over from the owner's head and then holds exactly
+// the owner's entries from there, with no gap and no duplicate.
+func TestLiveFollowerLaggedByRetentionResyncs(t *testing.T) {
+	k := newKeys(t)
+	src := newSource(1)
+	ol := openLog(t, redex.Options{Retention: redex.Retention{MaxEvents: 5}})
+	src.add(0, ol)
+	appendN(t, ol, 0, 0, 5)
+	ow := startOwner(t, k, src, "", nil)
+	fl := openLog(t, redex.Options{})
+	block := make(chan struct{})
+	var once sync.Once
+	blocked := make(chan struct{})
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		}
+		return c, err
+	}
+	var resyncs atomic.Int64
+	f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil), Dial: dial,
+		Resync: func(Resync) { resyncs.Add(1) },
+		beforeAppend: func(int) {
+			once.Do(func() { close(blocked); <-block })
+		}})
+	<-blocked
+	big := make([]byte, 1024)
+	for range 12000 {
+		if _, err := ol.Append(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ol.Sweep(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	close(block)
+	waitFor(t, "a resync", func() bool { return resyncs.Load() > 0 })
+	appendN(t, ol, 0, 12005, 10)
+	waitCaughtUp(t, f, fl, ol)
+	if fl.FirstSeq() <= 5 {
+		t.Fatalf("follower log starts at %d: it was not reset to the owner's head", fl.FirstSeq())
+	}
+	assertReplica(t, fl, ol, max(fl.FirstSeq(), ol.FirstSeq()))
+	if f.Err() != nil {
+		t.Fatalf("follower stopped: %v", f.Err())
+	}
 }
