@@ -94,6 +94,62 @@ type ClientSession struct {
 type ServerSession struct {
 	// Signer, if set, signs the welcome (its public key travels in it).
 	Signer ed25519.PrivateKey
+	// Sign and Public, if set (instead of Signer), sign the welcome with a
+	// key held elsewhere (identity.KeyPair.Sign).
+	Sign   func(msg []byte) []byte
+	Public ed25519.PublicKey
+}
+
+func (ss ServerSession) signer() (ed25519.PublicKey, func([]byte) []byte) {
+	switch {
+	case ss.Signer != nil:
+		return ss.Signer.Public().(ed25519.PublicKey), func(m []byte) []byte { return ed25519.Sign(ss.Signer, m) }
+	case ss.Sign != nil && len(ss.Public) == ed25519.PublicKeySize:
+		return ss.Public, ss.Sign
+	}
+	return nil, nil
+}
+
+// AcceptOrPlain peeks at conn's first packet header: a session hello is
+// accepted (Accept) and the sealed connection returned; any other packet is
+// refused with ErrUnsealed when require is set, and otherwise handed back
+// in a connection that replays the header, for the protocol to read
+// unsealed.
+func (ss ServerSession) AcceptOrPlain(conn net.Conn, require bool) (net.Conn, error) {
+	var hb [HeaderSize]byte
+	_ = conn.SetReadDeadline(time.Now().Add(SessionHandshakeTimeout))
+	_, err := io.ReadFull(conn, hb[:])
+	_ = conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	replay := &replayConn{Conn: conn, head: hb[:]}
+	if IsSessionHello(hb[:]) {
+		sc, err := ss.Accept(replay)
+		if err != nil {
+			return nil, err
+		}
+		return sc, nil
+	}
+	if require {
+		return nil, fmt.Errorf("%w: this port requires a session handshake first", ErrUnsealed)
+	}
+	return replay, nil
+}
+
+// replayConn returns head before reading on.
+type replayConn struct {
+	net.Conn
+	head []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(b, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }
 
 // Handshake runs the client handshake on conn and returns the sealed
@@ -183,14 +239,15 @@ func (ss ServerSession) Accept(conn net.Conn) (*SessionConn, error) {
 	welcome = append(welcome, welcomeKind, sessionVersion)
 	welcome = append(welcome, priv.PublicKey().Bytes()...)
 	welcome = appendRandom(welcome, 16+8) // nonce and session id
-	if ss.Signer != nil {
-		welcome = append(welcome, ss.Signer.Public().(ed25519.PublicKey)...)
+	pub, sign := ss.signer()
+	if sign != nil {
+		welcome = append(welcome, pub...)
 	} else {
 		welcome = append(welcome, make([]byte, ed25519.PublicKeySize)...)
 	}
 	tr := transcript(h.Subprotocol, hello, welcome)
-	if ss.Signer != nil {
-		welcome = append(welcome, ed25519.Sign(ss.Signer, append(append([]byte{}, signDomain...), tr...))...)
+	if sign != nil {
+		welcome = append(welcome, sign(append(append([]byte{}, signDomain...), tr...))...)
 	} else {
 		welcome = append(welcome, make([]byte, ed25519.SignatureSize)...)
 	}
