@@ -16,7 +16,12 @@
 //     are set).
 //   - Volumes as directories: ConfigMap, Secret, downward API and projected
 //     volumes are materialised as files (atomically, through a ..data
-//     symlink, and refreshed when the object changes); emptyDir is a
+//     symlink, and refreshed when the object changes); downward API files
+//     take fieldRef and resourceFieldRef; a projected serviceAccountToken
+//     is a token of the pod's service account from the API server's
+//     TokenRequest API, bound to the pod and renewed at 80% of its life
+//     (tokens.go); the cluster CA comes from the kube-root-ca.crt
+//     ConfigMap like any ConfigMap projection; emptyDir is a
 //     directory of the pod, removed with it; a PVC is a directory named after
 //     the claim and its UID (ClaimDir) that survives the pod and is removed
 //     when the claim is deleted. With Config.ProvisionVolumes, a
@@ -41,8 +46,8 @@
 //
 // Not supported (a pod using them gets a clear status message or the field
 // is ignored, as documented on the field's handler): init containers,
-// ephemeral containers, gRPC probes, service-account token projection,
-// affinity and taints (the single node takes every pod whose nodeSelector
+// ephemeral containers, gRPC probes, clusterTrustBundle and podCertificate
+// projections, affinity and taints (the single node takes every pod whose nodeSelector
 // matches), resource limits (reported, not enforced), service environment
 // variables.
 //

@@ -12,11 +12,23 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// objectMap is an Objects over plain maps keyed by name.
+// objectMap is a volumeSources over plain maps keyed by name.
 type objectMap struct {
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
+	// tokens by "<service account>/<audience>".
+	tokens map[string]string
+	node   corev1.ResourceList
 }
+
+func (o objectMap) ServiceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTokenProjection) ([]byte, error) {
+	if t, ok := o.tokens[pod.Spec.ServiceAccountName+"/"+p.Audience]; ok {
+		return []byte(t), nil
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "serviceaccounts"}, pod.Spec.ServiceAccountName)
+}
+
+func (o objectMap) Allocatable() corev1.ResourceList { return o.node }
 
 func (o objectMap) ConfigMap(_, name string) (*corev1.ConfigMap, error) {
 	if cm, ok := o.configMaps[name]; ok {

@@ -44,7 +44,22 @@ type podWorker struct {
 	volErr    error
 	runners   []*containerRunner
 	lastWrite *corev1.PodStatus
+	// tokens are the pod's projected service-account tokens.
+	tokens *tokenCache
 }
+
+// podSources is what a pod's volumes are made of: the kubelet's caches,
+// the node's allocatable resources and the pod's own tokens.
+type podSources struct {
+	*Kubelet
+	tokens *tokenCache
+}
+
+func (s podSources) ServiceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTokenProjection) ([]byte, error) {
+	return s.tokens.Token(pod, p)
+}
+
+func (s podSources) Allocatable() corev1.ResourceList { return s.cfg.Capacity }
 
 func newPodWorker(k *Kubelet, pod *corev1.Pod) *podWorker {
 	return &podWorker{
@@ -55,6 +70,7 @@ func newPodWorker(k *Kubelet, pod *corev1.Pod) *podWorker {
 		gone:    make(chan struct{}),
 		stopAll: make(chan struct{}),
 		dir:     k.podDir(pod.UID),
+		tokens:  newTokenCache(k.ctx, k.cfg.Client, k.cfg.Clock),
 	}
 }
 
@@ -287,7 +303,7 @@ func (w *podWorker) setupVolumes(pod *corev1.Pod) error {
 				return fmt.Errorf("volume %q: persistentvolumeclaim %q: %w", v.Name, v.PersistentVolumeClaim.ClaimName, err)
 			}
 		}
-		files, isFiles, err := volumeFiles(pod, v, w.k, rewrite)
+		files, isFiles, err := volumeFiles(pod, v, podSources{w.k, w.tokens}, rewrite)
 		if err != nil {
 			return fmt.Errorf("volume %q: %w", v.Name, err)
 		}
@@ -325,7 +341,7 @@ func (w *podWorker) refreshVolumes(pod *corev1.Pod) {
 	}
 	for i := range view.Spec.Volumes {
 		v := &view.Spec.Volumes[i]
-		files, isFiles, err := volumeFiles(view, v, w.k, rewrite)
+		files, isFiles, err := volumeFiles(view, v, podSources{w.k, w.tokens}, rewrite)
 		if err != nil || !isFiles {
 			continue
 		}

@@ -49,10 +49,21 @@ func (l volumeLayout) dir(pod *corev1.Pod, v *corev1.Volume) string {
 	return filepath.Join(l.podDir, "volumes", v.Name)
 }
 
+// volumeSources supplies what volume contents come from besides the pod.
+type volumeSources interface {
+	Objects
+	// ServiceAccountToken returns a token of pod's service account for a
+	// projection.
+	ServiceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTokenProjection) ([]byte, error)
+	// Allocatable is the node's allocatable resources, which unset limits
+	// default to in resourceFieldRef.
+	Allocatable() corev1.ResourceList
+}
+
 // volumeFiles computes the files of a ConfigMap, Secret, downward API or
 // projected volume; ok is false for directory volumes (emptyDir, PVC,
 // hostPath). rewrite, when not nil, applies to ConfigMap file contents.
-func volumeFiles(pod *corev1.Pod, v *corev1.Volume, objs Objects, rewrite func(string) string) (files map[string]file, ok bool, err error) {
+func volumeFiles(pod *corev1.Pod, v *corev1.Volume, objs volumeSources, rewrite func(string) string) (files map[string]file, ok bool, err error) {
 	files = map[string]file{}
 	switch {
 	case v.EmptyDir != nil, v.PersistentVolumeClaim != nil, v.HostPath != nil:
@@ -62,7 +73,7 @@ func volumeFiles(pod *corev1.Pod, v *corev1.Volume, objs Objects, rewrite func(s
 	case v.Secret != nil:
 		err = addSecret(files, pod, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, modeOr(v.Secret.DefaultMode, 0o644), objs)
 	case v.DownwardAPI != nil:
-		err = addDownward(files, pod, v.DownwardAPI.Items, modeOr(v.DownwardAPI.DefaultMode, 0o644))
+		err = addDownward(files, pod, v.DownwardAPI.Items, modeOr(v.DownwardAPI.DefaultMode, 0o644), objs.Allocatable())
 	case v.Projected != nil:
 		mode := modeOr(v.Projected.DefaultMode, 0o644)
 		for _, s := range v.Projected.Sources {
@@ -72,11 +83,18 @@ func volumeFiles(pod *corev1.Pod, v *corev1.Volume, objs Objects, rewrite func(s
 			case s.Secret != nil:
 				err = addSecret(files, pod, s.Secret.Name, s.Secret.Items, s.Secret.Optional, mode, objs)
 			case s.DownwardAPI != nil:
-				err = addDownward(files, pod, s.DownwardAPI.Items, mode)
+				err = addDownward(files, pod, s.DownwardAPI.Items, mode, objs.Allocatable())
+			case s.ServiceAccountToken != nil:
+				var tok []byte
+				if tok, err = objs.ServiceAccountToken(pod, s.ServiceAccountToken); err == nil {
+					files[s.ServiceAccountToken.Path] = file{data: tok, mode: mode}
+				}
 			default:
-				// TODO(issue 9): service-account token and cluster trust
-				// bundle projections (the local API server runs without the
-				// ServiceAccount admission plugin, so pods do not get them).
+				// TODO(issue 9): clusterTrustBundle and podCertificate
+				// projections (beta APIs behind feature gates the local
+				// cluster does not turn on). The cluster's CA comes as the
+				// kube-root-ca.crt ConfigMap, which a configMap source
+				// projects.
 				err = fmt.Errorf("%w: projected source of volume %q", ErrUnsupportedVolume, v.Name)
 			}
 			if err != nil {
@@ -137,19 +155,38 @@ func addKeys(files map[string]file, what string, data map[string][]byte, items [
 	return nil
 }
 
-func addDownward(files map[string]file, pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, mode fs.FileMode) error {
+func addDownward(files map[string]file, pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, mode fs.FileMode, node corev1.ResourceList) error {
 	for _, it := range items {
-		if it.FieldRef == nil {
-			// TODO(issue 9): resourceFieldRef in downward API volumes.
-			return fmt.Errorf("downward API file %q: only fieldRef is supported", it.Path)
+		var v string
+		var err error
+		switch {
+		case it.FieldRef != nil:
+			v, err = fieldValue(pod, it.FieldRef.FieldPath)
+		case it.ResourceFieldRef != nil:
+			v, err = volumeResourceValue(pod, it.ResourceFieldRef, node)
+		default:
+			err = errors.New("neither fieldRef nor resourceFieldRef")
 		}
-		v, err := fieldValue(pod, it.FieldRef.FieldPath)
 		if err != nil {
 			return fmt.Errorf("downward API file %q: %w", it.Path, err)
 		}
 		files[it.Path] = file{data: []byte(v), mode: modeOr(it.Mode, mode)}
 	}
 	return nil
+}
+
+// volumeResourceValue is a resourceFieldRef of a downward API volume, which
+// (unlike one in env) must name its container.
+func volumeResourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector, node corev1.ResourceList) (string, error) {
+	for i := range pod.Spec.Containers {
+		if c := &pod.Spec.Containers[i]; c.Name == ref.ContainerName {
+			return resourceValue(pod, c, ref, node)
+		}
+	}
+	if ref.ContainerName == "" {
+		return "", errors.New("resourceFieldRef: containerName is required in a volume")
+	}
+	return "", fmt.Errorf("resourceFieldRef: no container %q", ref.ContainerName)
 }
 
 // writeAtomic makes dir hold exactly files. The files are written into a

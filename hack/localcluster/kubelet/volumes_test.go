@@ -4,10 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 func TestPathRewriterReplacesMountPathsAtPathBoundaries(t *testing.T) {
@@ -138,6 +140,100 @@ func TestBackoffDoublesToTheCap(t *testing.T) {
 	for k, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
 		if got := b.Delay(k + 1); got != want {
 			t.Errorf("Delay(%d) = %v, want %v", k+1, got, want)
+		}
+	}
+}
+
+// TestProjectedServiceAccountVolume materialises the volume the API
+// server's ServiceAccount admission gives every pod (kube-api-access-*):
+// the token, the cluster CA from kube-root-ca.crt and the namespace.
+func TestProjectedServiceAccountVolume(t *testing.T) {
+	objs := objectMap{
+		configMaps: map[string]*corev1.ConfigMap{"kube-root-ca.crt": {Data: map[string]string{"ca.crt": "-----BEGIN CERTIFICATE-----\n"}}},
+		tokens:     map[string]string{"sa/": "token-default-audience", "sa/vault": "token-for-vault"},
+	}
+	pod := testPod()
+	exp := int64(3607)
+	mode := int32(0o440)
+	v := &corev1.Volume{Name: "kube-api-access-x", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: &mode,
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: &exp}},
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "vault/token", Audience: "vault"}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+			}}},
+		},
+	}}}
+	files, ok, err := volumeFiles(pod, v, objs, nil)
+	if err != nil || !ok {
+		t.Fatalf("ok=%v err=%v", ok, err)
+	}
+	for path, want := range map[string]string{
+		"token": "token-default-audience", "vault/token": "token-for-vault",
+		"ca.crt": "-----BEGIN CERTIFICATE-----\n", "namespace": "ns1",
+	} {
+		if f := files[path]; string(f.data) != want || f.mode != 0o440 {
+			t.Errorf("%s = %q mode %v, want %q mode 0440", path, f.data, f.mode, want)
+		}
+	}
+
+	// A token the API server refuses (no such service account) fails the
+	// volume, so the pod waits and says why.
+	pod.Spec.ServiceAccountName = "missing"
+	if _, _, err := volumeFiles(pod, v, objs, nil); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("token of a missing service account: err = %v", err)
+	}
+}
+
+func TestDownwardAPIVolumeResourceFields(t *testing.T) {
+	objs := objectMap{node: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")}}
+	pod := testPod()
+	pod.Spec.Containers = []corev1.Container{
+		{Name: "sidecar"},
+		{Name: "mesh-node", Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("100Mi")},
+		}},
+	}
+	ref := func(res, divisor string) *corev1.ResourceFieldSelector {
+		r := &corev1.ResourceFieldSelector{ContainerName: "mesh-node", Resource: res}
+		if divisor != "" {
+			r.Divisor = resource.MustParse(divisor)
+		}
+		return r
+	}
+	v := &corev1.Volume{Name: "res", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+		{Path: "cpu_request_millis", ResourceFieldRef: ref("requests.cpu", "1m")},
+		{Path: "cpu_request", ResourceFieldRef: ref("requests.cpu", "")}, // rounded up to whole CPUs
+		{Path: "mem_limit_mib", ResourceFieldRef: ref("limits.memory", "1Mi")},
+		{Path: "cpu_limit", ResourceFieldRef: ref("limits.cpu", "")},        // unset: the node's allocatable
+		{Path: "mem_request", ResourceFieldRef: ref("requests.memory", "")}, // bytes
+		{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+	}}}}
+	files, _, err := volumeFiles(pod, v, objs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"cpu_request_millis": "250", "cpu_request": "1", "mem_limit_mib": "100", "cpu_limit": "8",
+		"mem_request": "67108864", "name": "demo-0",
+	} {
+		if got := string(files[path].data); got != want {
+			t.Errorf("%s = %q, want %q", path, got, want)
+		}
+	}
+
+	for name, r := range map[string]*corev1.ResourceFieldSelector{
+		"no container name": {Resource: "limits.memory"},
+		"unknown container": {ContainerName: "nope", Resource: "limits.memory"},
+		"unknown resource":  {ContainerName: "mesh-node", Resource: "limits.gpu"},
+	} {
+		v := &corev1.Volume{Name: "bad", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{Path: "x", ResourceFieldRef: r}}}}}
+		if _, _, err := volumeFiles(pod, v, objs, nil); err == nil {
+			t.Errorf("%s: no error", name)
 		}
 	}
 }
