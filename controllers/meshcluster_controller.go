@@ -37,6 +37,10 @@ type MeshClusterReconciler struct {
 	// leases. Nil: topologies are recorded but not pushed (tests of the
 	// Kubernetes side alone).
 	Leases *LeaseKeeper
+	// RotationGrace is how long a credential rotation keeps the old keys
+	// trusted after every node switched to the new ones (zero: one
+	// minute); see reconcile_rotation.go.
+	RotationGrace time.Duration
 
 	// memory is what passes remember of each cluster (failover timers,
 	// blocked scale-downs); see orchestration.go.

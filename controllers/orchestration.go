@@ -37,7 +37,6 @@ import (
 // Kubernetes does.
 // TODO(issue 8): shard autoscaling (the Net scaling policy over the nodes'
 // shard metrics).
-// TODO(issue 8): credential rotation on request.
 // TODO(issue 8): operator Prometheus metrics (reconciles, migrations
 // started/completed/failed, failovers, time to failover).
 // TODO(issue 8): failpoints after each data-plane call, so tests restart
@@ -136,6 +135,13 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	}
 	if op := r.planResume(mc, t, obs); op != nil {
 		return op, 0, nil
+	}
+	rotate, rotateWait, err := r.planRotation(ctx, mc, pods, obs)
+	if rotate != nil || err != nil {
+		return rotate, 0, err
+	}
+	if rotateWait > 0 {
+		requeue = requeueMin(requeue, rotateWait)
 	}
 	scale, pending, err := r.planScaling(ctx, mc, t, pods, obs)
 	if err != nil {

@@ -17,13 +17,14 @@ import (
 	"github.com/purplerain/mesh-operator/engine/identity"
 )
 
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
 
 // reconcileCredentials makes sure the cluster's two key Secrets exist and
 // returns the operator's key pair. An existing Secret is never
-// overwritten: replacing a key would lock the operator out of running
-// nodes (or nodes out of each other). A Secret that exists but does not
-// hold a valid key is an error the user must fix.
+// overwritten here: replacing a key at once would lock the operator out of
+// running nodes (or nodes out of each other); a rotation replaces them in
+// steps the nodes follow (reconcile_rotation.go). A Secret that exists but
+// does not hold a valid key is an error the user must fix.
 func (r *MeshClusterReconciler) reconcileCredentials(ctx context.Context, mc *meshv1.MeshCluster) (*identity.KeyPair, error) {
 	operatorKey, err := r.ensureKeySecret(ctx, mc, resources.OperatorKeySecretName(mc))
 	if err != nil {

@@ -19,8 +19,11 @@ import (
 //     the tokens they present to each other for replication. It is mounted
 //     into every node pod.
 //
-// The operator creates each Secret once and never overwrites it.
-// TODO(issue 8): rotation on request.
+// The operator creates each Secret once and changes it only to rotate the
+// keys (the mesh.purplerain.io/rotate-credentials annotation): the
+// operator-key Secret is the rotation's record (RotationAnnotation and
+// friends, and the keys in flight under the Rotation*Key data keys); the
+// cluster-key Secret only ever holds the key pods load at start.
 
 // Paths of the credential files inside a node pod.
 const (
@@ -73,3 +76,27 @@ func KeySecret(mc *meshv1.MeshCluster, name string, kp *identity.KeyPair) (*core
 		Data:       data,
 	}, nil
 }
+
+// Credential rotation record, on the operator-key Secret. The Secret is
+// the single source of truth of a rotation in flight (one object, updated
+// with optimistic locking, so a pass that read a stale cache cannot move
+// the rotation backwards); status.credentials mirrors what finished.
+const (
+	// RotationAnnotation is the rotate-credentials value being handled,
+	// or the last one handled once RotationPhaseAnnotation is gone.
+	RotationAnnotation = "mesh.purplerain.io/rotation"
+	// RotationPhaseAnnotation is the step the rotation is at: Trust,
+	// Switch or Drop (absent: none in flight).
+	RotationPhaseAnnotation = "mesh.purplerain.io/rotation-phase"
+	// RotationSwitchedAnnotation is when every node switched to the new
+	// keys (RFC 3339); the old ones are dropped a grace period later.
+	RotationSwitchedAnnotation = "mesh.purplerain.io/rotation-switched-at"
+
+	// Operator-key Secret data during a rotation (PKCS#8 PEM): the next
+	// operator key (phase Trust) or the previous one (Switch, Drop), and
+	// the old and new cluster keys.
+	RotationOperatorNextKey     = "operator-next.key"
+	RotationOperatorPreviousKey = "operator-previous.key"
+	RotationClusterOldKey       = "cluster-old.key"
+	RotationClusterNewKey       = "cluster-new.key"
+)
