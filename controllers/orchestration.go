@@ -35,8 +35,6 @@ import (
 // a time (standby first, each active's shards handed to a peer before its
 // pod restarts); today a template change rolls the StatefulSet as
 // Kubernetes does.
-// TODO(issue 8): shard autoscaling (the Net scaling policy over the nodes'
-// shard metrics).
 // TODO(issue 8): operator Prometheus metrics (reconciles, migrations
 // started/completed/failed, failovers, time to failover).
 // TODO(issue 8): failpoints after each data-plane call, so tests restart
@@ -65,6 +63,9 @@ type clusterMemory struct {
 	notReadySince map[string]time.Time
 	blocked       string
 	retryAt       time.Time
+	// autoscale is the shard autoscaler's metric windows
+	// (reconcile_autoscale.go).
+	autoscale *autoscaleMemory
 }
 
 const (
@@ -171,6 +172,12 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 			return nil, wait, nil
 		}
 		return op, 0, nil
+	}
+	// Last, when nothing else moves: shard autoscaling.
+	if op, wait := r.planAutoscale(ctx, mc, t, obs); op != nil {
+		return op, 0, nil
+	} else if wait > 0 {
+		requeue = requeueMin(requeue, wait)
 	}
 	return nil, requeue, nil
 }
