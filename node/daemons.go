@@ -58,12 +58,17 @@ type daemonTable struct {
 
 	mu    sync.Mutex
 	hosts map[daemonKey]*hostedDaemon
-	// feedMu serialises starting, closing and swapping feeds (ensureFeed,
+	// feedMu serialises starting, closing and swapping feeds (syncDaemons,
 	// closeDaemons, a replication resync's restore), so two of them never
-	// race on one host. It is taken before mu, never while holding it,
-	// and held while daemon code runs only in Restore and Snapshot calls
-	// (daemon code takes no node lock).
+	// race on one host; syncDaemons holds it throughout, so hosts are
+	// created, stopped and fed one way at a time. It is taken before mu,
+	// never while holding it, and held while daemon code runs only in
+	// Restore and Snapshot calls (daemon code takes no node lock).
 	feedMu sync.Mutex
+	// seeds (guarded by feedMu) are owner snapshots a resync brought for
+	// daemon instances not hosted yet: a restarted follower can be resynced
+	// before its hosts exist, and the hosts then start from them.
+	seeds map[daemonKey]*compute.Snapshot
 }
 
 // newDaemonTable checks every declaration against kinds (an unknown kind
@@ -72,7 +77,7 @@ func newDaemonTable(kinds *compute.Kinds, decls []nodeconfig.Daemon, snapDir str
 	if kinds == nil {
 		kinds = daemons.Builtins()
 	}
-	dt := &daemonTable{kinds: kinds, decls: decls, snapDir: snapDir, hosts: map[daemonKey]*hostedDaemon{}}
+	dt := &daemonTable{kinds: kinds, decls: decls, snapDir: snapDir, hosts: map[daemonKey]*hostedDaemon{}, seeds: map[daemonKey]*compute.Snapshot{}}
 	for i, d := range decls {
 		var cfg []byte
 		if len(d.Config) > 0 {
@@ -125,6 +130,13 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 		}
 	}
 
+	dt.feedMu.Lock()
+	defer dt.feedMu.Unlock()
+	for k := range dt.seeds {
+		if _, ok := want[k]; !ok {
+			delete(dt.seeds, k)
+		}
+	}
 	dt.mu.Lock()
 	var stop []*hostedDaemon
 	for k, h := range dt.hosts {
@@ -169,7 +181,7 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 			dt.hosts[k] = h
 			dt.mu.Unlock()
 		}
-		if err := n.ensureFeed(h); err != nil {
+		if err := n.ensureFeedLocked(h); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -190,7 +202,18 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 // peer's snapshot for it is not done.
 func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon) (*compute.Host, error) {
 	dt := n.daemons
+	seed := dt.seeds[k]
+	delete(dt.seeds, k)
+	if seed != nil && (seed.Kind != kind || !bytes.Equal(seed.Config, config)) {
+		seed = nil
+	}
 	if dt.snapDir == "" {
+		if seed != nil {
+			if h, err := compute.RestoreHost(seed, d, compute.HostConfig{}); err == nil {
+				n.logger.Info("daemon copy restored from the owner's resync snapshot", "daemon", k.name, "shard", k.shard, "next", seed.Cursor.Next())
+				return h, nil
+			}
+		}
 		return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), compute.HostConfig{}), nil
 	}
 	l, err := n.logs.Log(k.shard)
@@ -199,6 +222,13 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 	}
 	store := &snapshotFile{path: snapshotPath(dt.snapDir, k.name, k.shard), log: l}
 	cfg := compute.HostConfig{SnapshotEvery: daemonSnapshotEvery, Store: store}
+	if seed != nil {
+		if h, err := compute.RestoreHost(seed, d, cfg); err == nil {
+			_, _ = h.Snapshot() // replaces the stored one, which the reset left behind
+			n.logger.Info("daemon copy restored from the owner's resync snapshot", "daemon", k.name, "shard", k.shard, "next", seed.Cursor.Next())
+			return h, nil
+		}
+	}
 	snap, why := loadSnapshot(store.path, kind, config, l)
 	if why != "" {
 		n.logger.Warn("daemon snapshot not used; folding the log from the start", "daemon", k.name, "shard", k.shard, "reason", why)
@@ -216,15 +246,9 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 	return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), cfg), nil
 }
 
-// ensureFeed starts h's feed unless it is running. A halted feed's error
-// is kept for status and the feed restarted at the host's cursor.
-func (n *Node) ensureFeed(h *hostedDaemon) error {
-	n.daemons.feedMu.Lock()
-	defer n.daemons.feedMu.Unlock()
-	return n.ensureFeedLocked(h)
-}
-
-// ensureFeedLocked is ensureFeed with dt.feedMu held.
+// ensureFeedLocked starts h's feed unless it is running. A halted feed's
+// error is kept for status and the feed restarted at the host's cursor.
+// Callers hold dt.feedMu.
 func (n *Node) ensureFeedLocked(h *hostedDaemon) error {
 	dt := n.daemons
 	dt.mu.Lock()
@@ -446,6 +470,18 @@ func (n *Node) resyncDaemons(r replication.Resync) {
 	for k, h := range dt.hosts {
 		if k.shard == r.Shard {
 			hosts = append(hosts, h)
+		}
+	}
+	for k := range dt.seeds {
+		if k.shard == r.Shard {
+			delete(dt.seeds, k)
+		}
+	}
+	for name, s := range snaps {
+		// Not hosted yet (the topology that starts it is still being
+		// applied): the host starts from the owner's snapshot.
+		if k := (daemonKey{name, r.Shard}); dt.hosts[k] == nil {
+			dt.seeds[k] = s
 		}
 	}
 	dt.mu.Unlock()

@@ -248,3 +248,73 @@ func foldEntries(t *testing.T, decl nodeconfig.Daemon, es []redex.Entry) (uint64
 	b, _ := json.Marshal(v)
 	return snap.Cursor.Next(), b
 }
+
+// TestResyncBeforeTheHostsExistSeedsThem: a restarted follower can be
+// resynced before the topology it applies has created its daemon hosts.
+// The owner's snapshots are then kept as seeds and the hosts start from
+// them (not from seq 0, which the reset log no longer holds).
+func TestResyncBeforeTheHostsExistSeedsThem(t *testing.T) {
+	b, err := New(Options{Name: "b", Logger: slog.New(slog.DiscardHandler), Config: &nodeconfig.Config{
+		Storage: nodeconfig.Storage{Mode: "Memory", Fsync: "Never"},
+		Daemons: testDecls,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var history []redex.Entry
+	for i := range 100 {
+		history = append(history, redex.Entry{Seq: uint64(i), Time: int64(i), Payload: payload(i)})
+	}
+	// The owner's daemons at seq 60 (its log retains from 40 on).
+	var snaps [][]byte
+	for _, decl := range testDecls {
+		cfg, _ := json.Marshal(decl.Config)
+		d, err := daemons.Builtins().New(decl.Kind, decl.Name, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := compute.NewHost(decl.Name, decl.Kind, cfg, d, compute.CursorAt(0), compute.HostConfig{})
+		for _, e := range history[:60] {
+			if _, err := h.Deliver(compute.Event{Seq: e.Seq, Time: e.Time, Payload: e.Payload}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := h.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, s.Encode())
+	}
+	l, err := b.Log(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ResetTo(40); err != nil {
+		t.Fatal(err)
+	}
+	b.resyncDaemons(replication.Resync{Shard: 1, First: 40, OwnerNext: 100, Daemons: snaps})
+	if err := l.AppendReplicatedBatch(history[40:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ApplyTopology(shardTopology(1, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	got := waitDaemons(t, b)
+	for _, key := range []string{"visits/1", "spend/1"} {
+		d, ok := got[key]
+		if !ok {
+			t.Fatalf("no %s hosted: %v", key, got)
+		}
+		var decl nodeconfig.Daemon
+		for _, dd := range testDecls {
+			if dd.Name == d.Name {
+				decl = dd
+			}
+		}
+		next, state := foldEntries(t, decl, history)
+		if !d.Running || d.Next != next || !bytes.Equal(d.State, state) {
+			t.Fatalf("%s: running %v next %d state %s; want running at %d with the fold of the whole history %s", key, d.Running, d.Next, d.State, next, state)
+		}
+	}
+}
