@@ -48,7 +48,10 @@ const (
 	// owner leaves larger ones out (that copy then stays behind on the
 	// follower) and the follower refuses them.
 	MaxDaemonSnapshot = 256 << 20
-	chunkHeader       = 1 + 2 + 4 + 4
+	// maxResyncBytes bounds all the snapshots of one resync together, so
+	// a follower never holds more than this for an owner's answer.
+	maxResyncBytes = 1 << 30
+	chunkHeader    = 1 + 2 + 4 + 4
 )
 
 // DaemonSnapshotter is implemented by a LogSource whose node keeps daemon
@@ -198,6 +201,7 @@ func sendSnapshots(pw *packetWriter, snaps [][]byte, deadline func()) error {
 type snapshotAssembler struct {
 	want  int
 	snaps [][]byte
+	total int64 // bytes announced so far
 }
 
 func (a *snapshotAssembler) done() bool {
@@ -217,6 +221,9 @@ func (a *snapshotAssembler) add(m chunkMsg) error {
 	}
 	if int(m.Index) != k || k >= a.want || m.Offset != 0 {
 		return fmt.Errorf("%w: chunk %d@%d where snapshot %d of %d was due", ErrProtocol, m.Index, m.Offset, k, a.want)
+	}
+	if a.total += int64(m.Total); a.total > maxResyncBytes {
+		return fmt.Errorf("%w: resync snapshots exceed %d bytes", ErrProtocol, maxResyncBytes)
 	}
 	s := make([]byte, 0, m.Total)
 	a.snaps = append(a.snaps, append(s, m.Data...))

@@ -103,11 +103,13 @@ func (s *Server) daemonSnapshots(shard uint16) [][]byte {
 		s.log.Warn("replication: resync without daemon snapshots", "shard", shard, "err", err)
 	}
 	out := snaps[:0]
+	total := 0
 	for _, b := range snaps {
-		if len(b) == 0 || len(b) > MaxDaemonSnapshot {
+		if len(b) == 0 || len(b) > MaxDaemonSnapshot || total+len(b) > maxResyncBytes {
 			s.log.Warn("replication: daemon snapshot left out of a resync", "shard", shard, "bytes", len(b), "max", MaxDaemonSnapshot)
 			continue
 		}
+		total += len(b)
 		out = append(out, b)
 	}
 	if len(out) > maxResyncDaemons {
