@@ -511,7 +511,9 @@ func (n *Node) resyncDaemons(r replication.Resync) {
 				// reset dropped. TODO(issue 7): it covers entries the log
 				// does not hold until replication reaches its cursor; a
 				// restart before that ignores it (loadSnapshot) and the
-				// copy halts with redex.ErrPruned.
+				// copy halts with redex.ErrPruned (status reports it), and
+				// a promotion before that leaves the copy ahead of the
+				// log. Both windows last one catch-up of the retained log.
 				_, _ = h.host.Snapshot()
 			}
 			n.logger.Info("resync: daemon copy restored from the owner's snapshot", "daemon", h.decl.Name, "shard", r.Shard, "next", snap.Cursor.Next())
