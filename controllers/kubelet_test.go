@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,11 +169,13 @@ func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, nam
 	}
 	// The pod's mount paths (/etc/mesh, /etc/mesh-cluster) become files in
 	// the pod's directory.
-	doc := strings.NewReplacer(resources.ConfigDir+"/", dir+"/", resources.ClusterKeyDir+"/", dir+"/", resources.DataDir, filepath.Join(dir, "data")).Replace(cm.Data[nodeconfig.FileName])
+	doc := strings.NewReplacer(resources.ConfigDir+"/", dir+"/", resources.ClusterKeyDir+"/", dir+"/", resources.PodInfoDir+"/", dir+"/", resources.DataDir, filepath.Join(dir, "data")).Replace(cm.Data[nodeconfig.FileName])
 	files := map[string]string{
 		nodeconfig.FileName:             doc,
 		resources.OperatorPublicKeyFile: cm.Data[resources.OperatorPublicKeyFile],
 		identity.SecretPrivateKey:       string(secret.Data[identity.SecretPrivateKey]),
+		// The downward API's labels file (/etc/mesh-podinfo/labels).
+		resources.PodLabelsFile: downwardLabels(sts.Spec.Template.Labels),
 	}
 	for f, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(data), 0o600); err != nil {
@@ -329,4 +333,14 @@ func (k *testKubelet) stopAll() {
 		}
 		_ = k8sClient.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}, client.GracePeriodSeconds(0))
 	}
+}
+
+// downwardLabels renders labels as the kubelet's downward API volume
+// does: one key="Go-quoted value" a line, sorted by key.
+func downwardLabels(labels map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		fmt.Fprintf(&b, "%s=%q\n", k, labels[k])
+	}
+	return b.String()
 }

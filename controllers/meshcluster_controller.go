@@ -89,6 +89,9 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	} else {
 		err = r.reconcileChildren(ctx, mc, &obs)
 	}
+	// Rules: validated always, pushed only once the children (the
+	// ConfigMap a restarting node reads) are in place.
+	rulesRequeue := r.reconcileRules(ctx, mc, &obs, err == nil && !mc.IsPaused())
 	var (
 		op      *operation
 		requeue time.Duration
@@ -115,7 +118,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if op != nil {
 		return r.runOperation(ctx, mc, &obs, op)
 	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	return ctrl.Result{RequeueAfter: shorterRequeue(requeue, rulesRequeue)}, nil
 }
 
 // reconcileChildren creates or updates every child, in dependency order:

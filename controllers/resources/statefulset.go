@@ -3,6 +3,7 @@ package resources
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"path"
 	"strconv"
 	"strings"
@@ -27,6 +28,7 @@ const (
 	configVolume    = "config"
 	dataVolume      = "data"
 	credsVolume     = "adapter-credentials"
+	podInfoVolume   = "podinfo"
 	defaultGraceSec = 30
 	nonRootUID      = 65532
 )
@@ -74,9 +76,21 @@ func UpdateStatefulSet(mc *meshv1.MeshCluster, sts *appsv1.StatefulSet, replicas
 	updatePodTemplate(mc, &sts.Spec.Template, configHash)
 }
 
-// ConfigHash is the hash recorded in ConfigHashAnnotation.
+// ConfigHash is the hash recorded in ConfigHashAnnotation. It leaves the
+// rules section out: rules reach running nodes through the admin API
+// (controllers/reconcile_rules.go), so a rules change rolls no pod. A
+// configuration without rules hashes exactly as before rules existed.
 func ConfigHash(cm *corev1.ConfigMap) string {
-	sum := sha256.Sum256([]byte(cm.Data[nodeconfig.FileName]))
+	data := []byte(cm.Data[nodeconfig.FileName])
+	var c nodeconfig.Config
+	if json.Unmarshal(data, &c) == nil && c.Rules != nil {
+		// Re-rendered the way UpdateConfigMap renders, without rules.
+		c.Rules = nil
+		if out, err := json.MarshalIndent(&c, "", "  "); err == nil {
+			data = append(out, '\n')
+		}
+	}
+	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
 }
 
@@ -180,6 +194,9 @@ func nodeContainer(mc *meshv1.MeshCluster) corev1.Container {
 	if a := mc.Spec.Adapter; a != nil && a.SecretRef != nil {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: credsVolume, MountPath: CredentialsDir, ReadOnly: true})
 	}
+	if mc.Spec.Subnets != nil {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: podInfoVolume, MountPath: PodInfoDir, ReadOnly: true})
+	}
 	return c
 }
 
@@ -207,6 +224,18 @@ func podVolumes(mc *meshv1.MeshCluster) []corev1.Volume {
 			Name: credsVolume,
 			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 				SecretName: a.SecretRef.Name, DefaultMode: mode,
+			}},
+		})
+	}
+	if mc.Spec.Subnets != nil {
+		// The pod's labels, for the node's subnet assignment.
+		vols = append(vols, corev1.Volume{
+			Name: podInfoVolume,
+			VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+				Items: []corev1.DownwardAPIVolumeFile{{
+					Path: PodLabelsFile, FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.labels"},
+				}},
+				DefaultMode: mode,
 			}},
 		})
 	}

@@ -42,6 +42,14 @@ type Observation struct {
 	// move is recorded before its first step, so a restarted operator
 	// resumes it.
 	Migrations []meshv1.MigrationStatus
+	// RulesError is why spec.rules is invalid (nil: valid); RulesValid
+	// reports it. ActiveRules is how many rules the nodes are given (the
+	// last valid set while RulesError is set).
+	RulesError  error
+	ActiveRules int
+	// Subnets are the subnets the members reported this pass, by name;
+	// members missing keep their recorded subnet.
+	Subnets map[string]string
 	// Autoscale, when not nil, is this pass's shard autoscaler record
 	// (status.autoscale); nil keeps the recorded one.
 	Autoscale *meshv1.AutoscaleStatus

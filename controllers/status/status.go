@@ -28,7 +28,7 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 	if o.Autoscale != nil {
 		s.Autoscale = o.Autoscale
 	}
-	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o)} {
+	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o), RulesValid(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
 	s.Phase = phase(o, s.Conditions)
@@ -90,6 +90,16 @@ func RecordTopology(s *meshv1.MeshClusterStatus, o Observation) {
 			}
 		}
 		ms.Leaving = o.Leaving[m.Name]
+		// The subnet the node reported, or the recorded one when it did
+		// not answer this pass.
+		for _, old := range s.Members {
+			if old.Name == m.Name {
+				ms.Subnet = old.Subnet
+			}
+		}
+		if sn, ok := o.Subnets[m.Name]; ok {
+			ms.Subnet = sn
+		}
 		if m.Role == topology.Active {
 			s.Nodes++
 		}
