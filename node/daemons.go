@@ -171,7 +171,7 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 			// the owner's snapshots (resyncDaemons). TODO(issue 8): a log
 			// cut back (diverged) must rebuild its daemon copies; today no
 			// log is cut under a feed (TruncateDiverged is off).
-			host, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d)
+			host, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d, roles[k.shard] == "follower")
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -200,7 +200,7 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 // (or whose Memory-mode log does not start at 0) cannot seed a daemon:
 // its feed halts with redex.ErrPruned and status reports it; fetching a
 // peer's snapshot for it is not done.
-func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon) (*compute.Host, error) {
+func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon, follower bool) (*compute.Host, error) {
 	dt := n.daemons
 	seed := dt.seeds[k]
 	delete(dt.seeds, k)
@@ -229,7 +229,7 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 			return h, nil
 		}
 	}
-	snap, why := loadSnapshot(store.path, kind, config, l)
+	snap, why := loadSnapshot(store.path, kind, config, l, follower)
 	if why != "" {
 		n.logger.Warn("daemon snapshot not used; folding the log from the start", "daemon", k.name, "shard", k.shard, "reason", why)
 	}
@@ -508,12 +508,12 @@ func (n *Node) resyncDaemons(r replication.Resync) {
 			}
 			if dt.snapDir != "" {
 				// Replace the stored snapshot, which covers entries the
-				// reset dropped. TODO(issue 7): it covers entries the log
-				// does not hold until replication reaches its cursor; a
-				// restart before that ignores it (loadSnapshot) and the
-				// copy halts with redex.ErrPruned (status reports it), and
-				// a promotion before that leaves the copy ahead of the
-				// log. Both windows last one catch-up of the retained log.
+				// reset dropped. It covers entries the log does not hold
+				// until replication reaches its cursor; a follower restarted
+				// before that still starts from it (loadSnapshot).
+				// TODO(issue 7): a promotion before the log reaches the
+				// cursor leaves the copy ahead of the log (a window of one
+				// catch-up of the retained log).
 				_, _ = h.host.Snapshot()
 			}
 			n.logger.Info("resync: daemon copy restored from the owner's snapshot", "daemon", h.decl.Name, "shard", r.Shard, "next", snap.Cursor.Next())

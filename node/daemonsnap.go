@@ -80,7 +80,15 @@ func (s *snapshotFile) SaveSnapshot(snap *compute.Snapshot) error {
 // seed a host fed from l: same kind and config as declared now, and a
 // cursor inside the log (not past its end, not before its first entry,
 // which retention may have pruned). Otherwise it returns nil and why.
-func loadSnapshot(path, kind string, config []byte, l *redex.Log) (*compute.Snapshot, string) {
+//
+// On a followed shard (follower) a cursor past the log's end is taken too:
+// only a replication resync writes one (the owner's snapshot, stored
+// before the entries below its cursor arrived), and the entries it covers
+// come from the owner again, so the host just waits for them. An owner's
+// log never trails its own snapshots (they are written after a sync)
+// unless a repair cut it, and then the snapshot covers entries that are
+// gone: refused.
+func loadSnapshot(path, kind string, config []byte, l *redex.Log, follower bool) (*compute.Snapshot, string) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -95,7 +103,7 @@ func loadSnapshot(path, kind string, config []byte, l *redex.Log) (*compute.Snap
 	switch next := snap.Cursor.Next(); {
 	case snap.Kind != kind || !bytes.Equal(snap.Config, config):
 		return nil, "declared kind or config changed"
-	case next > l.NextSeq():
+	case next > l.NextSeq() && !follower:
 		return nil, fmt.Sprintf("snapshot at %d is past the log's end %d", next, l.NextSeq())
 	case next < l.FirstSeq():
 		return nil, fmt.Sprintf("snapshot at %d is before the log's first entry %d", next, l.FirstSeq())

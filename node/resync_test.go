@@ -318,3 +318,86 @@ func TestResyncBeforeTheHostsExistSeedsThem(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskFollowerRestartedBeforeCatchingUpKeepsTheResyncSnapshot: a
+// Disk-mode follower stores the owner's snapshot (cursor 60) at a resync
+// while its log, reset to 40, holds nothing yet, and restarts right then.
+// Its copies start from the stored snapshot again (the log refills from
+// the owner) instead of folding from seq 0, which the log no longer holds.
+func TestDiskFollowerRestartedBeforeCatchingUpKeepsTheResyncSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	open := func() *Node {
+		t.Helper()
+		n, err := New(Options{Name: "b", Logger: slog.New(slog.DiscardHandler), Config: &nodeconfig.Config{
+			Storage: nodeconfig.Storage{Mode: "Disk", Dir: dir, Fsync: "Never"},
+			Daemons: testDecls,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var history []redex.Entry
+	for i := range 100 {
+		history = append(history, redex.Entry{Seq: uint64(i), Time: int64(i), Payload: payload(i)})
+	}
+	var snaps [][]byte
+	for _, decl := range testDecls {
+		cfg, _ := json.Marshal(decl.Config)
+		d, _ := daemons.Builtins().New(decl.Kind, decl.Name, cfg)
+		h := compute.NewHost(decl.Name, decl.Kind, cfg, d, compute.CursorAt(0), compute.HostConfig{})
+		for _, e := range history[:60] {
+			if _, err := h.Deliver(compute.Event{Seq: e.Seq, Time: e.Time, Payload: e.Payload}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, _ := h.Snapshot()
+		snaps = append(snaps, s.Encode())
+	}
+	b := open()
+	l, err := b.Log(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ResetTo(40); err != nil {
+		t.Fatal(err)
+	}
+	b.resyncDaemons(replication.Resync{Shard: 1, First: 40, OwnerNext: 100, Daemons: snaps})
+	if err := b.ApplyTopology(shardTopology(1, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil { // before a single entry arrived
+		t.Fatal(err)
+	}
+
+	b = open()
+	defer b.Close()
+	l, err = b.Log(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.FirstSeq() != 40 || l.NextSeq() != 40 {
+		t.Fatalf("reopened follower log [%d, %d), want empty at 40", l.FirstSeq(), l.NextSeq())
+	}
+	if err := b.ApplyTopology(shardTopology(1, "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AppendReplicatedBatch(history[40:]); err != nil {
+		t.Fatal(err)
+	}
+	got := waitDaemons(t, b)
+	for _, key := range []string{"visits/1", "spend/1"} {
+		d := got[key]
+		var decl nodeconfig.Daemon
+		for _, dd := range testDecls {
+			if dd.Name == d.Name {
+				decl = dd
+			}
+		}
+		next, state := foldEntries(t, decl, history)
+		if !d.Running || d.Next != next || !bytes.Equal(d.State, state) {
+			t.Fatalf("%s after the restart: running %v error %q next %d state %s; want running at %d with the fold of the whole history %s",
+				key, d.Running, d.Error, d.Next, d.State, next, state)
+		}
+	}
+}
