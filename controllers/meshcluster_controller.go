@@ -45,6 +45,8 @@ type MeshClusterReconciler struct {
 	// memory is what passes remember of each cluster (failover timers,
 	// blocked scale-downs); see orchestration.go.
 	memory memories
+	// metrics remembers what the Prometheus metrics need (metrics.go).
+	metrics clusterMetrics
 }
 
 // +kubebuilder:rbac:groups=mesh.purplerain.io,resources=meshclusters,verbs=get;list;watch;update;patch
@@ -58,18 +60,24 @@ type MeshClusterReconciler struct {
 
 // Reconcile brings one MeshCluster's children in line with its spec and
 // records what it saw in status. It writes nothing when nothing changed.
-func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	defer func() { r.observeReconcile(res, retErr) }()
 	logger := log.FromContext(ctx)
 
 	mc := &meshv1.MeshCluster{}
 	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	// Every line this pass logs names the cluster and the epoch it started
+	// from (a step logs the epoch it produced as it goes).
+	logger = logger.WithValues("cluster", mc.Name, "epoch", mc.Status.Epoch)
+	ctx = log.IntoContext(ctx, logger)
 	if mc.DeletionTimestamp != nil {
 		if r.Leases != nil {
 			r.Leases.Forget(req.NamespacedName)
 		}
 		r.memory.forget(req.NamespacedName)
+		r.forgetMetrics(req.NamespacedName)
 		return r.reconcileDelete(ctx, mc)
 	}
 	if !mc.IsPaused() {
@@ -108,6 +116,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return ctrl.Result{}, errors.Join(err, statusErr)
 	}
+	r.observeCluster(mc, &obs)
 	// Only a recorded topology is pushed (see reconcileTopology).
 	if r.Leases != nil && obs.Topology != nil && obs.OperatorKey != nil {
 		r.Leases.SetGuarded(req.NamespacedName, obs.Topology, obs.OperatorKey, mc.Spec.Storage.Mode != meshv1.StorageDisk)

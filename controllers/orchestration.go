@@ -35,8 +35,6 @@ import (
 // a time (standby first, each active's shards handed to a peer before its
 // pod restarts); today a template change rolls the StatefulSet as
 // Kubernetes does.
-// TODO(issue 8): operator Prometheus metrics (reconciles, migrations
-// started/completed/failed, failovers, time to failover).
 // TODO(issue 8): failpoints after each data-plane call, so tests restart
 // the operator between every two steps (today a restart is tested between
 // passes of a scale-down, and a fenced move is resumed from
@@ -192,7 +190,7 @@ func requeueMin(a, b time.Duration) time.Duration {
 // runOperation runs op after the status update recorded this pass.
 func (r *MeshClusterReconciler) runOperation(ctx context.Context, mc *meshv1.MeshCluster, obs *status.Observation, op *operation) (ctrl.Result, error) {
 	nn := client.ObjectKeyFromObject(mc)
-	logger := log.FromContext(ctx).WithValues("epoch", obs.Topology.Epoch, "operation", op.reason)
+	logger := log.FromContext(ctx).WithValues("operation", op.reason) // cluster and epoch: Reconcile
 	ctx, cancel := context.WithTimeout(ctx, operationTimeout)
 	defer cancel()
 	d := r.driver(ctx, mc, obs, logger)

@@ -115,6 +115,7 @@ func (r *MeshClusterReconciler) failover(ctx context.Context, mc *meshv1.MeshClu
 		s, _ := next.Shard(id)
 		promoted = append(promoted, fmt.Sprintf("%d→%s", id, s.Owner))
 	}
+	r.observeFailover(mc, failed)
 	r.memory.with(nn, func(cm *clusterMemory) { delete(cm.notReadySince, failed) })
 	if withFollowers := addLiveFollowers(next, t.OwnedBy(failed), failed, ready); withFollowers != nil {
 		if err := recordAndPush(ctx, d, withFollowers); err != nil {

@@ -41,9 +41,12 @@ func (r *MeshClusterReconciler) planRebalance(mc *meshv1.MeshCluster, t *topolog
 func (r *MeshClusterReconciler) moveOperation(mc *meshv1.MeshCluster, reason string, move topology.Move, scaleDown bool, remaining int) *operation {
 	msg := fmt.Sprintf("moving shard %d from %s to %s (%d moves left)", move.Shard, move.From, move.To, remaining)
 	return &operation{reason: reason, message: msg, scaleDown: scaleDown, move: &move, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
-		return handoff(ctx, d, t, move, func(reason, format string, args ...any) {
+		r.observeMoveStarted(mc, move)
+		err := handoff(ctx, d, t, move, func(reason, format string, args ...any) {
 			r.Recorder.Eventf(mc, nil, corev1.EventTypeNormal, reason, "Move", format, args...)
 		})
+		r.observeMoveDone(mc, move, err == nil)
+		return err
 	}}
 }
 

@@ -424,6 +424,7 @@ func (r *MeshClusterReconciler) finishRotation(ctx context.Context, mc *meshv1.M
 	if err := r.Update(ctx, secret); err != nil {
 		return fmt.Errorf("clear rotation %q from secret %s: %w", rot.value, secret.Name, err)
 	}
+	r.observeRotation(mc)
 	log.FromContext(ctx).Info("credentials rotated", "rotation", rot.value)
 	r.Recorder.Eventf(mc, secret, corev1.EventTypeNormal, "CredentialsRotated", "Rotate", "operator and cluster keys rotated (request %q): nodes trust only the new keys", rot.value)
 	return nil
