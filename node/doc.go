@@ -23,8 +23,11 @@
 //     0 on, or in Disk mode from its newest stored periodic snapshot when
 //     that matches the declaration and lies inside the log (a snapshot is
 //     written only after the log is synced, so it never covers entries a
-//     crash took back). A follower's hosts are warm copies fed from the
-//     replicated log; when the node gains ownership they keep running
+//     crash took back; on a followed shard it may lie past the log's end,
+//     as a resync stores the owner's snapshot before the entries below it
+//     arrive, and the host waits for them). A follower's hosts are warm
+//     copies fed from the replicated log; when the node gains ownership
+//     they keep running
 //     (only their role changes), and they stop when the node neither owns
 //     nor follows the shard. An unknown kind or a config its factory
 //     refuses fails New, naming daemons[i].
