@@ -27,9 +27,8 @@
 //     as a resync stores the owner's snapshot before the entries below it
 //     arrive, and the host waits for them). A follower's hosts are warm
 //     copies fed from the replicated log; when the node gains ownership
-//     they keep running
-//     (only their role changes), and they stop when the node neither owns
-//     nor follows the shard. An unknown kind or a config its factory
+//     they keep running (only their role changes), and they stop when the
+//     node neither owns nor follows the shard. An unknown kind or a config its factory
 //     refuses fails New, naming daemons[i].
 //   - A follower the owner's retention left behind (it was down or too
 //     slow) is resynced, not stopped: its log restarts at the owner's
