@@ -2,8 +2,10 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,14 +42,18 @@ type testKubelet struct {
 
 	mu   sync.Mutex
 	pods map[string]*runningPod
-	stop chan struct{}
-	done chan struct{}
+	// firstRevision is the StatefulSet's first template revision.
+	firstRevision string
+	stop          chan struct{}
+	done          chan struct{}
 }
 
 type runningPod struct {
-	ip     string
-	cancel context.CancelFunc
-	exited chan error
+	ip string
+	// revision is the pod template revision the pod was made from.
+	revision string
+	cancel   context.CancelFunc
+	exited   chan error
 	// dead: the node was stopped by the test (kill); the pod stays, not
 	// ready, until revive.
 	dead bool
@@ -103,7 +110,13 @@ func (k *testKubelet) sync() {
 		return
 	}
 	replicas := int(*sts.Spec.Replicas)
-	ready := int32(0)
+	ready, updated := int32(0), int32(0)
+	rev := templateRevision(sts)
+	k.mu.Lock()
+	if k.firstRevision == "" {
+		k.firstRevision = rev
+	}
+	k.mu.Unlock()
 	// The StatefulSet shrank: its highest ordinals go.
 	k.mu.Lock()
 	var gone []string
@@ -144,12 +157,31 @@ func (k *testKubelet) sync() {
 		if k.reportReady(ctx, name, rp) {
 			ready++
 		}
+		if rp.revision == rev {
+			updated++
+		}
 	}
+	// As the StatefulSet controller reports an OnDelete StatefulSet: the
+	// current revision stays the first one.
 	sts.Status = appsv1.StatefulSetStatus{
 		ObservedGeneration: sts.Generation, Replicas: int32(replicas), ReadyReplicas: ready, AvailableReplicas: ready,
-		CurrentReplicas: int32(replicas), UpdatedReplicas: int32(replicas), CurrentRevision: "r1", UpdateRevision: "r1",
+		CurrentReplicas: int32(replicas) - updated, UpdatedReplicas: updated, CurrentRevision: k.firstRevision, UpdateRevision: rev,
+	}
+	if rev == k.firstRevision {
+		sts.Status.CurrentReplicas = int32(replicas)
 	}
 	_ = k8sClient.Status().Update(ctx, sts)
+}
+
+// templateRevision names a pod template revision as the StatefulSet
+// controller does: <statefulset>-<hash of the template>. Pods carry it in
+// their controller-revision-hash label.
+func templateRevision(sts *appsv1.StatefulSet) string {
+	b, err := json.Marshal(sts.Spec.Template)
+	Expect(err).NotTo(HaveOccurred())
+	h := fnv.New32a()
+	_, _ = h.Write(b)
+	return fmt.Sprintf("%s-%x", sts.Name, h.Sum32())
 }
 
 // startPod creates the pod object and runs its node with the files the
@@ -188,8 +220,13 @@ func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, nam
 	}
 
 	ip := nextIP()
+	rev := templateRevision(sts)
+	labels := map[string]string{appsv1.ControllerRevisionHashLabelKey: rev}
+	for k, v := range sts.Spec.Template.Labels {
+		labels[k] = v
+	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: sts.Spec.Template.Labels},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "mesh-node", Image: "mesh-node"}}},
 	}
 	if err := k8sClient.Create(ctx, pod); err != nil {
@@ -201,7 +238,7 @@ func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, nam
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
-	rp := &runningPod{ip: ip, cancel: cancel, exited: make(chan error, 1)}
+	rp := &runningPod{ip: ip, revision: rev, cancel: cancel, exited: make(chan error, 1)}
 	hp := func(port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
 	go func() {
 		rp.exited <- runtime.Run(runCtx, runtime.Options{

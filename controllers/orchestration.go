@@ -31,10 +31,6 @@ import (
 // restarted operator resumes from status alone: every decision below is a
 // function of the spec, the recorded topology and the pods.
 
-// TODO(issue 8): rolling update of image or node configuration one pod at
-// a time (standby first, each active's shards handed to a peer before its
-// pod restarts); today a template change rolls the StatefulSet as
-// Kubernetes does.
 // TODO(issue 8): failpoints after each data-plane call, so tests restart
 // the operator between every two steps (today a restart is tested between
 // passes of a scale-down, and a fenced move is resumed from
@@ -103,7 +99,8 @@ func (ms *memories) forget(name types.NamespacedName) {
 }
 
 // planOperation decides this pass's data-plane step, in priority order:
-// failover, scale-down (and role changes), rebalancing. It fills
+// failover, scale-down (and role changes), rolling update
+// (reconcile_update.go), rebalancing. It fills
 // obs.Operation, obs.Leaving and obs.ScaleDownBlocked and returns the
 // step (nil: none) and when to look again.
 func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.MeshCluster, obs *status.Observation) (*operation, time.Duration, error) {
@@ -162,6 +159,22 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	}
 	if pending {
 		return nil, requeueMin(requeue, retryBlocked), nil
+	}
+	update, hold, wait, err := r.planUpdate(ctx, mc, t, obs)
+	if err != nil {
+		return nil, 0, err
+	}
+	if update != nil {
+		if wait := time.Until(retryAt); wait > 0 {
+			return nil, wait, nil
+		}
+		return update, 0, nil
+	}
+	if wait > 0 {
+		requeue = requeueMin(requeue, wait)
+	}
+	if hold {
+		return nil, requeue, nil
 	}
 	if op := r.planRebalance(mc, t, obs.PodReady); op != nil {
 		obs.Operation = &status.Operation{Reason: op.reason, Message: op.message}

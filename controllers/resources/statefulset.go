@@ -19,8 +19,9 @@ import (
 )
 
 // ConfigHashAnnotation on the pod template records the node configuration
-// the pods run with; a changed configuration changes the template, which
-// rolls the pods.
+// the pods run with; a changed configuration changes the template (a new
+// StatefulSet revision), which the operator rolls out like an image
+// change.
 const ConfigHashAnnotation = "mesh.purplerain.io/config-hash"
 
 const (
@@ -58,15 +59,12 @@ func StatefulSet(mc *meshv1.MeshCluster, replicas int32, configHash string) *app
 func UpdateStatefulSet(mc *meshv1.MeshCluster, sts *appsv1.StatefulSet, replicas int32, configHash string) {
 	sts.Labels = mergeLabels(sts.Labels, Labels(mc))
 	sts.Spec.Replicas = ptr.To(replicas)
-	// TODO(issue 8): switch to OnDelete and let the operator roll pods one
-	// at a time, handing each active's shards off before its restart.
-	// Only the type and partition are ours; maxUnavailable keeps whatever
-	// the API server defaulted (it depends on a feature gate).
-	sts.Spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
-	if sts.Spec.UpdateStrategy.RollingUpdate == nil {
-		sts.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{}
-	}
-	sts.Spec.UpdateStrategy.RollingUpdate.Partition = ptr.To[int32](0)
+	// OnDelete: the StatefulSet controller only recreates a pod the
+	// operator deleted, from the update revision. The operator rolls the
+	// pods itself, one at a time, handing an active's shards off before
+	// its pod goes (controllers/reconcile_update.go); the StatefulSet
+	// controller would restart owners under their writes.
+	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}
 	// Data PVCs never carry owner references: the operator deletes them
 	// itself according to spec.storage.pvcRetention.
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{

@@ -42,6 +42,15 @@ type Observation struct {
 	// move is recorded before its first step, so a restarted operator
 	// resumes it.
 	Migrations []meshv1.MigrationStatus
+	// UpdatePlanned says this pass decided the rolling update record:
+	// status.update becomes Update (nil: no roll in progress). Otherwise
+	// (paused, or no decision) the stored record is kept.
+	UpdatePlanned bool
+	Update        *meshv1.UpdateStatus
+	// PodRevision is the StatefulSet revision each pod runs (its
+	// controller-revision-hash label), by name; nil keeps the members'
+	// recorded revisions.
+	PodRevision map[string]string
 	// RulesError is why spec.rules is invalid (nil: valid); RulesValid
 	// reports it. ActiveRules is how many rules the nodes are given (the
 	// last valid set while RulesError is set).
@@ -69,6 +78,10 @@ type Operation struct {
 // is FailingOver while it is reported.
 const ReasonFailingOver = "FailingOver"
 
+// ReasonRollingUpdate is the Progressing reason while the operator rolls
+// pods to a new revision; the phase is Updating while it is reported.
+const ReasonRollingUpdate = "RollingUpdate"
+
 // rolledOut says the StatefulSet controller has seen the latest
 // spec and every pod runs it.
 func rolledOut(sts *appsv1.StatefulSet) bool {
@@ -79,6 +92,9 @@ func rolledOut(sts *appsv1.StatefulSet) bool {
 	if sts.Spec.Replicas != nil {
 		want = *sts.Spec.Replicas
 	}
+	// Under OnDelete the StatefulSet controller never advances
+	// currentRevision: every pod at updateRevision is the whole story.
+	onDelete := sts.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType
 	return sts.Status.UpdatedReplicas == want && sts.Status.Replicas == want &&
-		(sts.Status.UpdateRevision == "" || sts.Status.CurrentRevision == sts.Status.UpdateRevision)
+		(onDelete || sts.Status.UpdateRevision == "" || sts.Status.CurrentRevision == sts.Status.UpdateRevision)
 }

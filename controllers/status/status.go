@@ -25,6 +25,9 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 	}
 	RecordTopology(&s, o)
 	s.Migrations = o.Migrations
+	if o.UpdatePlanned {
+		s.Update = o.Update
+	}
 	if o.Autoscale != nil {
 		s.Autoscale = o.Autoscale
 	}
@@ -83,11 +86,15 @@ func RecordTopology(s *meshv1.MeshClusterStatus, o Observation) {
 	for _, m := range t.Members {
 		host, _, _ := net.SplitHostPort(m.Admin)
 		ms := meshv1.MemberStatus{Name: m.Name, Address: host, Role: meshv1.Role(m.Role), Ready: o.PodReady[m.Name], Shards: owned[m.Name]}
-		// Keep what the operator learned of the member's lag.
+		// Keep what the operator learned of the member's lag (and its
+		// revision, unless this pass saw its pod).
 		for _, old := range s.Members {
 			if old.Name == m.Name {
-				ms.Lag = old.Lag
+				ms.Lag, ms.Revision = old.Lag, old.Revision
 			}
+		}
+		if rev, ok := o.PodRevision[m.Name]; ok {
+			ms.Revision = rev
 		}
 		ms.Leaving = o.Leaving[m.Name]
 		// The subnet the node reported, or the recorded one when it did

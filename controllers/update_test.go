@@ -1,0 +1,275 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	meshclient "github.com/purplerain/mesh-operator/client"
+	"github.com/purplerain/mesh-operator/controllers/resources"
+)
+
+// rollWatch follows a cluster's pods during a rolling update: the order
+// in which pods were replaced, every UID each pod had, the most pods
+// missing or not ready at once, and which pods went while their member
+// still owned shards in the recorded topology.
+type rollWatch struct {
+	mu sync.Mutex
+	// replaced lists pod names in the order a new UID appeared.
+	replaced []string
+	uids     map[string][]types.UID
+	// maxDown is the most pods absent, terminating or not ready at once.
+	maxDown int
+	// ownerGone names pods seen deleted while their member owned shards.
+	ownerGone []string
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func watchRoll(cluster string, pods int) *rollWatch {
+	w := &rollWatch{uids: map[string][]types.UID{}, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stop = cancel
+	go func() {
+		defer GinkgoRecover()
+		defer close(w.done)
+		for ctx.Err() == nil {
+			list := &corev1.PodList{}
+			mc := &meshv1.MeshCluster{}
+			if k8sClient.Get(ctx, key(cluster), mc) == nil && k8sClient.List(ctx, list, client.InNamespace("default")) == nil {
+				owned := ownedCounts(mc)
+				w.mu.Lock()
+				down := pods
+				for _, p := range list.Items {
+					if !strings.HasPrefix(p.Name, cluster+"-") {
+						continue
+					}
+					if uids := w.uids[p.Name]; !slices.Contains(uids, p.UID) {
+						if len(uids) > 0 {
+							w.replaced = append(w.replaced, p.Name)
+						}
+						w.uids[p.Name] = append(uids, p.UID)
+					}
+					if p.DeletionTimestamp != nil {
+						if owned[p.Name] > 0 && !slices.Contains(w.ownerGone, p.Name) {
+							w.ownerGone = append(w.ownerGone, p.Name)
+						}
+						continue
+					}
+					if slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+						return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+					}) {
+						down--
+					}
+				}
+				w.maxDown = max(w.maxDown, down)
+				w.mu.Unlock()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	DeferCleanup(w.halt)
+	return w
+}
+
+func (w *rollWatch) halt() {
+	w.stop()
+	<-w.done
+}
+
+// replacedSince returns the pods replaced after the first n replacements.
+func (w *rollWatch) replacedSince(n int) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.replaced[min(n, len(w.replaced)):])
+}
+
+func countReasons(reasons []string, reason string) int {
+	n := 0
+	for _, r := range reasons {
+		if r == reason {
+			n++
+		}
+	}
+	return n
+}
+
+// expectRolled waits until every member runs the StatefulSet's update
+// revision, the roll's record is gone, RollingUpdateFinished was told
+// finished times, and the cluster is balanced and stable again.
+func expectRolled(name string, finished int, within time.Duration) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		got := getCluster(g, name)
+		sts := getSTS(name)(g)
+		g.Expect(sts.Status.ObservedGeneration).To(Equal(sts.Generation))
+		rev := sts.Status.UpdateRevision
+		g.Expect(got.Status.Update).To(BeNil())
+		g.Expect(got.Status.Members).To(HaveLen(4))
+		for _, m := range got.Status.Members {
+			g.Expect(m.Revision).To(Equal(rev), "member %s", m.Name)
+			g.Expect(m.Ready).To(BeTrue(), "member %s", m.Name)
+		}
+		counts := ownedCounts(got)
+		g.Expect(counts).To(HaveLen(3), "%v", counts)
+		for _, n := range counts {
+			g.Expect(n).To(BeNumerically(">=", 2), "balanced: %v", counts)
+		}
+		g.Expect(meta.IsStatusConditionFalse(got.Status.Conditions, meshv1.ConditionProgressing)).To(BeTrue(), "%v", got.Status.Conditions)
+		g.Expect(countReasons(eventReasons(g, name, corev1.EventTypeNormal), "RollingUpdateFinished")).To(Equal(finished))
+	}, within, 200*time.Millisecond).Should(Succeed())
+}
+
+var _ = Describe("Operator-driven rolling update with real nodes", func() {
+	ctx := context.Background()
+
+	create := func(name string) (*testKubelet, *meshclient.Client) {
+		mc := newCluster(name)
+		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+		// Short enough that restarting an owner under its writes would
+		// end in a failover during the roll.
+		mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: 2 * time.Second}
+		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
+		kubelet := startKubelet(name)
+		waitAvailable(name)
+		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond, Credentials: dataCredentials(name)})
+		Expect(err).NotTo(HaveOccurred())
+		return kubelet, sdk
+	}
+
+	// expectNoFailover: the roll handed every shard off before its
+	// owner's pod went, so nothing was failed over.
+	expectNoFailover := func(name string, w *rollWatch) {
+		GinkgoHelper()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		Expect(w.ownerGone).To(BeEmpty(), "pods deleted while owning shards")
+		Expect(eventReasons(Default, name, corev1.EventTypeNormal)).NotTo(ContainElement("Promoted"))
+		Expect(eventReasons(Default, name, corev1.EventTypeWarning)).NotTo(ContainElements("FailingOver", "RollingUpdateUnsafe"))
+	}
+
+	It("rolls an image change and then a config change one pod at a time, standby first, under ingest, losing nothing acknowledged", func() {
+		const name = "roll"
+		_, sdk := create(name)
+		w := watchRoll(name, 4)
+		load := startIngest(sdk)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("changing the image: each pod is replaced once, roll-3 (the standby) first, actives after handing their shards off")
+		start := time.Now()
+		revBefore := getSTS(name)(Default).Status.UpdateRevision
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Image = "example.org/mesh-node:v2" })
+		Eventually(func(g Gomega) *meshv1.UpdateStatus { return getCluster(g, name).Status.Update }, timeout, 20*time.Millisecond).ShouldNot(BeNil())
+		expectRolled(name, 1, 3*time.Minute)
+		fmt.Fprintf(GinkgoWriter, "image roll of 4 pods (3 actives with handoffs) under ingest: %s\n", time.Since(start).Round(time.Millisecond))
+		Expect(getSTS(name)(Default).Status.UpdateRevision).NotTo(Equal(revBefore))
+		replaced := w.replacedSince(0)
+		Expect(replaced).To(HaveLen(4), "%v", replaced)
+		Expect(replaced).To(ConsistOf("roll-0", "roll-1", "roll-2", "roll-3"))
+		Expect(replaced[0]).To(Equal("roll-3"), "the standby goes first: %v", replaced)
+		Expect(replaced[1:]).To(Equal([]string{"roll-2", "roll-1", "roll-0"}), "then the actives, highest ordinal first")
+		w.mu.Lock()
+		Expect(w.maxDown).To(BeNumerically("<=", 1), "one pod at a time")
+		w.mu.Unlock()
+		expectNoFailover(name, w)
+		normal := eventReasons(Default, name, corev1.EventTypeNormal)
+		Expect(countReasons(normal, "RollingUpdateStarted")).To(Equal(1))
+		Expect(countReasons(normal, "PodUpdated")).To(Equal(4))
+		Expect(normal).To(ContainElements("ShardMoved", "RestartingPod"))
+		n := load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100), "ingest goes on after the roll")
+
+		By("changing the retention (node configuration): the pods roll the same way")
+		start = time.Now()
+		cmBefore := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, key(resources.ConfigMapName(clusterOf(name))), cmBefore)).To(Succeed())
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Retention.MaxEvents = ptrTo[int64](50_000_000) })
+		expectRolled(name, 2, 3*time.Minute)
+		fmt.Fprintf(GinkgoWriter, "config roll of 4 pods under ingest: %s\n", time.Since(start).Round(time.Millisecond))
+		cm := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, key(resources.ConfigMapName(clusterOf(name))), cm)).To(Succeed())
+		Expect(cm.Data).NotTo(Equal(cmBefore.Data))
+		replaced = w.replacedSince(4)
+		Expect(replaced).To(Equal([]string{"roll-3", "roll-2", "roll-1", "roll-0"}))
+		w.mu.Lock()
+		Expect(w.maxDown).To(BeNumerically("<=", 1), "one pod at a time")
+		w.mu.Unlock()
+		expectNoFailover(name, w)
+		Expect(countReasons(eventReasons(Default, name, corev1.EventTypeNormal), "PodUpdated")).To(Equal(8))
+
+		By("reading back every acknowledged event exactly once")
+		expectEveryAckRead(sdk, load)
+	})
+
+	It("resumes a roll from status after an operator restart, holds it while paused, and completes it once", func() {
+		const name = "rollrs"
+		_, sdk := create(name)
+		w := watchRoll(name, 4)
+		load := startIngest(sdk)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("changing the image and restarting the operator while an active hands its shards off")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Image = "example.org/mesh-node:v3" })
+		Eventually(func(g Gomega) {
+			u := getCluster(g, name).Status.Update
+			g.Expect(u).NotTo(BeNil())
+			g.Expect(u.Pod).To(Equal("rollrs-2"))
+			g.Expect(u.Step).To(Equal("Moving"))
+		}, 2*time.Minute, 10*time.Millisecond).Should(Succeed())
+		stopManager()
+		mid := getCluster(Default, name)
+		fmt.Fprintf(GinkgoWriter, "operator stopped at epoch %d, update %+v, migrations %v\n", mid.Status.Epoch, *mid.Status.Update, mid.Status.Migrations)
+		startManager()
+
+		By("pausing the cluster once the roll moves on to the next active: nothing more is replaced")
+		Eventually(func(g Gomega) {
+			u := getCluster(g, name).Status.Update
+			g.Expect(u).NotTo(BeNil())
+			g.Expect(u.Pod).To(Equal("rollrs-1"))
+			g.Expect(u.Step).To(Equal("Moving"))
+		}, 2*time.Minute, 10*time.Millisecond).Should(Succeed())
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Paused = true })
+		Eventually(func(g Gomega) meshv1.Phase { return getCluster(g, name).Status.Phase }, timeout, interval).Should(Equal(meshv1.PhasePaused))
+		n := len(w.replacedSince(0))
+		paused := getCluster(Default, name).Status
+		Consistently(func(g Gomega) {
+			g.Expect(w.replacedSince(n)).To(BeEmpty())
+			got := getCluster(g, name)
+			g.Expect(got.Status.Update).To(Equal(paused.Update))
+			g.Expect(got.Status.Epoch).To(Equal(paused.Epoch))
+		}, 3*time.Second, 100*time.Millisecond).Should(Succeed())
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Paused = false })
+
+		By("completing from the record: every pod replaced exactly once")
+		expectRolled(name, 1, 3*time.Minute)
+		replaced := w.replacedSince(0)
+		Expect(replaced).To(Equal([]string{"rollrs-3", "rollrs-2", "rollrs-1", "rollrs-0"}))
+		w.mu.Lock()
+		for pod, uids := range w.uids {
+			Expect(uids).To(HaveLen(2), "pod %s replaced exactly once", pod)
+		}
+		w.mu.Unlock()
+		expectNoFailover(name, w)
+		normal := eventReasons(Default, name, corev1.EventTypeNormal)
+		// An Event in flight when the operator stopped may be lost.
+		Expect(countReasons(normal, "RollingUpdateStarted")).To(BeNumerically("<=", 1), "the restarted operator resumed the roll instead of starting another")
+		Expect(countReasons(normal, "PodUpdated")).To(BeNumerically("<=", 4))
+
+		By("reading back every acknowledged event exactly once")
+		expectEveryAckRead(sdk, load)
+	})
+})
