@@ -49,6 +49,12 @@ import (
 // waits a full metricsWindow before adding a shard again).
 // Turning autoscale off freezes the shard set, except that draining
 // shards are still removed once empty.
+//
+// The cooldown check and the change it allows cannot interleave with
+// another decision (Net's mapper serialises them under a lock): a
+// cluster is reconciled by one pass at a time, and lastChange is written
+// with the step's announcement under optimistic locking, so an operator
+// working from a stale record fails its write instead of acting twice.
 
 const (
 	// autoscaleEvalInterval is how often the policy is evaluated (the
