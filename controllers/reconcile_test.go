@@ -277,6 +277,19 @@ var _ = Describe("MeshCluster reconcile", func() {
 			}, timeout, interval).ShouldNot(Equal(before))
 		})
 
+		It("allows no voluntary eviction once the standbys are removed (every pod is then an owner)", func() {
+			pdb := &policyv1.PodDisruptionBudget{}
+			Eventually(func(g Gomega) int {
+				g.Expect(k8sClient.Get(ctx, key(name), pdb)).To(Succeed())
+				return pdb.Spec.MaxUnavailable.IntValue()
+			}, timeout, interval).Should(Equal(1))
+			update(func(m *meshv1.MeshCluster) { m.Spec.Standby.Replicas = ptrTo[int32](0) })
+			Eventually(func(g Gomega) int {
+				g.Expect(k8sClient.Get(ctx, key(name), pdb)).To(Succeed())
+				return pdb.Spec.MaxUnavailable.IntValue()
+			}, timeout, interval).Should(Equal(0))
+		})
+
 		It("grows the StatefulSet when nodes grow", func() {
 			update(func(m *meshv1.MeshCluster) { m.Spec.Nodes = 4 })
 			Eventually(func(g Gomega) int32 { return *getSTS(name)(g).Spec.Replicas }, timeout, interval).Should(Equal(int32(5)))
