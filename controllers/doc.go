@@ -5,7 +5,10 @@
 // Reconcile is one linear pass: children, topology placement, then at
 // most one data-plane step (orchestration.go): a failover
 // (reconcile_failover.go), a scale-down step (reconcile_scaling.go), the
-// resumption of a recorded move, or a rebalancing handoff
+// resumption of recorded moves, rebalancing handoffs (up to
+// migration.maxConcurrent of distinct shards at once, each bounded by
+// migration.timeout with onTimeout Abort or Retry), or dropping the
+// followers moves and failovers left once standbys caught up
 // (reconcile_rebalance.go). The step is announced in Progressing by the
 // status update and run after it, through node/orchestrate.
 //
@@ -24,5 +27,12 @@
 //   - A promotion waits out the failed owner's lease, measured from the
 //     last push to it that the operator saw answered (a whole lease from
 //     now when unknown, after a restart).
+//   - Crash-safe at every step: failpoints (failpoints.go) after each
+//     data-plane call let tests kill the operator there; a fresh one
+//     finishes the operation exactly once from status.
+//   - A restarted operator's lease keeper asks every memory-mode owner of
+//     a cluster that ran for its status before its first push, so an
+//     owner that lost its log while no operator ran is never handed
+//     ownership again (LeaseKeeper.Running).
 //   - Steady state makes no API writes.
 package controllers

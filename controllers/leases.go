@@ -27,7 +27,10 @@ type LeaseKeeper struct {
 
 	mu       sync.Mutex
 	clusters map[types.NamespacedName]*leaseEntry
-	kick     chan struct{}
+	// running clusters ran before this keeper started keeping them (see
+	// Running).
+	running map[types.NamespacedName]bool
+	kick    chan struct{}
 }
 
 type leaseEntry struct {
@@ -91,6 +94,15 @@ func (k *LeaseKeeper) SetGuarded(cluster types.NamespacedName, t *topology.Topol
 		e = &leaseEntry{since: time.Now(), lastPush: map[string]time.Time{}, inflight: map[string]time.Time{},
 			suspect: map[string]bool{}, restarted: map[string]bool{}, confirmed: map[string]bool{}}
 		k.clusters[cluster] = e
+		if k.running[cluster] {
+			// A restarted operator knows nothing of the owners' past:
+			// each is asked for its status before its first push, and
+			// one that answers without a topology lost it (and its
+			// memory-mode log) while no operator watched.
+			for _, s := range t.Shards {
+				e.suspect[s.Owner], e.confirmed[s.Owner] = true, true
+			}
+		}
 	}
 	if changed {
 		e.suspended = nil
@@ -124,7 +136,27 @@ func (k *LeaseKeeper) SetGuarded(cluster types.NamespacedName, t *topology.Topol
 func (k *LeaseKeeper) Forget(cluster types.NamespacedName) {
 	k.mu.Lock()
 	delete(k.clusters, cluster)
+	delete(k.running, cluster)
 	k.mu.Unlock()
+}
+
+// Running tells the keeper, before its first Set for the cluster, that the
+// cluster ran before (it was Available once). After an operator restart
+// the keeper has no push history: without this it would push ownership
+// to an owner that restarted empty while no operator ran (a memory-mode
+// node that lost its log), and that owner would accept writes from seq 0
+// while its followers hold the shard's history. With it, every owner of
+// the first kept topology is asked for its status before its first push;
+// one that holds no topology once held one (ownership is pushed only to
+// nodes that hold a topology, except at creation, before the cluster
+// ran) and is withheld (Restarted), so it is failed over at once.
+func (k *LeaseKeeper) Running(cluster types.NamespacedName) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.running == nil {
+		k.running = map[types.NamespacedName]bool{}
+	}
+	k.running[cluster] = true
 }
 
 // LastPush is when the last push to member that it answered returned (the

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,13 +32,10 @@ import (
 // restarted operator resumes from status alone: every decision below is a
 // function of the spec, the recorded topology and the pods.
 
-// TODO(issue 8): failpoints after each data-plane call, so tests restart
-// the operator between every two steps (today a restart is tested between
-// passes of a scale-down, and a fenced move is resumed from
-// status.migrations, but no test kills the operator inside a handoff).
-// TODO(issue 8): drop followers that are actives left over by handoffs
-// (WithMove keeps the old owner following) and the live active follower
-// a failover adds, once the shard's standbys have caught up.
+// Failpoints after each data-plane call (failpoints.go) let tests restart
+// the operator at every step. Shard moves (several at once, bounded by
+// migration.timeout) and the dropping of extra followers live in
+// reconcile_rebalance.go.
 
 // operation is one data-plane step decided by a pass.
 type operation struct {
@@ -45,9 +43,11 @@ type operation struct {
 	// scaleDown: a failure blocks the scale-down (ScaleDownBlocked).
 	scaleDown bool
 	// move is the shard move the step runs, recorded in status.migrations
-	// before it starts.
-	move *topology.Move
-	run  func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error
+	// before it starts; moves are all of them (move is the first) when
+	// the step runs several handoffs at once.
+	move  *topology.Move
+	moves []topology.Move
+	run   func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error
 }
 
 // clusterMemory is what the reconciler remembers of a cluster between
@@ -108,6 +108,9 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	if t == nil || obs.OperatorKey == nil {
 		return nil, 0, nil
 	}
+	if r.Leases != nil && status.Started(mc) {
+		r.Leases.Running(client.ObjectKeyFromObject(mc))
+	}
 	podList := &corev1.PodList{}
 	if err := r.List(ctx, podList, client.InNamespace(mc.Namespace), client.MatchingLabels(resources.SelectorLabels(mc))); err != nil {
 		return nil, 0, fmt.Errorf("list pods: %w", err)
@@ -124,12 +127,19 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 		retryAt time.Time
 	)
 	r.memory.with(nn, func(cm *clusterMemory) { blocked, retryAt = cm.blocked, cm.retryAt })
+	// Every move recorded keeps its recorded start (migration.timeout).
+	defer func() { obs.Migrations = stampMigrations(mc, obs.Migrations) }()
 
 	op, requeue := r.planFailover(mc, t, obs)
 	if op != nil {
 		return op, 0, nil
 	}
 	if op := r.planResume(mc, t, obs); op != nil {
+		if wait := time.Until(retryAt); wait > 0 && len(op.moves) > 0 {
+			// A move that failed is resumed after the same pause as any
+			// failed step (a fenced one was rolled back by the failure).
+			return nil, wait, nil
+		}
 		return op, 0, nil
 	}
 	rotate, rotateWait, err := r.planRotation(ctx, mc, pods, obs)
@@ -149,8 +159,8 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 		obs.ScaleDownBlocked = blocked
 	}
 	if scale != nil {
-		if scale.move != nil {
-			obs.Migrations = []meshv1.MigrationStatus{migration(*scale.move)}
+		if len(scale.moves) > 0 {
+			obs.Migrations = withMoves(obs.Migrations, scale.moves)
 		}
 		if wait := time.Until(retryAt); wait > 0 {
 			return nil, wait, nil
@@ -178,7 +188,13 @@ func (r *MeshClusterReconciler) planOperation(ctx context.Context, mc *meshv1.Me
 	}
 	if op := r.planRebalance(mc, t, obs.PodReady); op != nil {
 		obs.Operation = &status.Operation{Reason: op.reason, Message: op.message}
-		obs.Migrations = []meshv1.MigrationStatus{migration(*op.move)}
+		obs.Migrations = withMoves(obs.Migrations, op.moves)
+		if wait := time.Until(retryAt); wait > 0 {
+			return nil, wait, nil
+		}
+		return op, 0, nil
+	}
+	if op := r.planTidy(mc, t, obs); op != nil {
 		if wait := time.Until(retryAt); wait > 0 {
 			return nil, wait, nil
 		}
@@ -209,6 +225,20 @@ func (r *MeshClusterReconciler) runOperation(ctx context.Context, mc *meshv1.Mes
 	d := r.driver(ctx, mc, obs, logger)
 	start := time.Now()
 	err := op.run(ctx, d, obs.Topology)
+	if errors.Is(err, orchestrate.ErrFailpoint) {
+		// A test "crashed" the operator here: nothing more happens.
+		logger.Info("stopped at a failpoint", "err", err.Error())
+		return ctrl.Result{}, nil
+	}
+	if errors.Is(err, errStillMoving) {
+		// Not done, not failed: look again soon (a new owner catching
+		// up resumes at once; standbys catching up are polled).
+		requeue := nextStep
+		if len(op.moves) == 0 {
+			requeue = time.Second
+		}
+		return ctrl.Result{RequeueAfter: requeue}, nil
+	}
 	if err == nil {
 		logger.Info("step done", "step", op.message, "took", time.Since(start).Round(time.Millisecond).String())
 		if op.scaleDown {
@@ -245,11 +275,9 @@ func (r *MeshClusterReconciler) runOperation(ctx context.Context, mc *meshv1.Mes
 func (r *MeshClusterReconciler) driver(ctx context.Context, mc *meshv1.MeshCluster, obs *status.Observation, logger logr.Logger) *orchestrate.Driver {
 	nn := client.ObjectKeyFromObject(mc)
 	dial := adminclient.NewHTTPDialer(obs.OperatorKey, nil)
-	// TODO(issue 8): migration.onTimeout: a handoff that exceeds the step
-	// timeout is rolled back by the Driver and retried after
-	// retryBlocked whatever onTimeout says; Abort should give up on the
-	// move. Each wait is bounded by min(migration.timeout, 20s) so a step
-	// fits in one Reconcile.
+	// Each wait is bounded by min(migration.timeout, 20s) so a step fits
+	// in one Reconcile; shard moves bound it by their own deadline
+	// (runMoves) and continue a catch-up in the next pass.
 	timeout := min(mc.Spec.Migration.Timeout.Duration, 20*time.Second)
 	if timeout <= 0 {
 		timeout = 20 * time.Second
@@ -265,9 +293,11 @@ func (r *MeshClusterReconciler) driver(ctx context.Context, mc *meshv1.MeshClust
 				}
 			}}
 		},
-		Record:      func(t *topology.Topology) error { return r.recordTopology(ctx, mc, obs, t) },
-		StepTimeout: timeout,
-		Logger:      slog.New(logr.ToSlogHandler(logger)),
+		Record:           func(t *topology.Topology) error { return r.recordTopology(ctx, mc, obs, t) },
+		StepTimeout:      timeout,
+		ResumableCatchUp: true,
+		Failpoint:        driverFailpoint(nn),
+		Logger:           slog.New(logr.ToSlogHandler(logger)),
 	}
 }
 
@@ -282,6 +312,10 @@ func (r *MeshClusterReconciler) recordTopology(ctx context.Context, mc *meshv1.M
 	status.RecordTopology(&mc.Status, o)
 	if err := r.Status().Patch(ctx, mc, patch); err != nil {
 		return fmt.Errorf("record topology epoch %d: %w", t.Epoch, err)
+	}
+	// Crash point: recorded, not yet known to the lease keeper.
+	if err := failpoint(ctx, client.ObjectKeyFromObject(mc), StepRecorded, t.Epoch); err != nil {
+		return err
 	}
 	obs.Topology = t
 	if r.Leases != nil {
@@ -337,5 +371,11 @@ func recordAndPush(ctx context.Context, d *orchestrate.Driver, t *topology.Topol
 	if err := d.Record(t); err != nil {
 		return err
 	}
-	return d.Push(ctx, t)
+	if err := d.Push(ctx, t); err != nil {
+		return err
+	}
+	if d.Failpoint != nil {
+		return d.Failpoint(ctx, StepPushed, t)
+	}
+	return nil
 }

@@ -68,6 +68,9 @@ func (r *MeshClusterReconciler) planFailover(mc *meshv1.MeshCluster, t *topology
 		}
 	})
 	if failed == "" {
+		if op := r.planLiveFollowers(mc, t, obs); op != nil {
+			return op, 0
+		}
 		return nil, requeue
 	}
 	msg := fmt.Sprintf("promoting the followers of %s's shards %v (not ready for %s)", failed, t.OwnedBy(failed), after)
@@ -165,4 +168,36 @@ func addLiveFollowers(t *topology.Topology, shards []uint16, failed string, read
 		return nil
 	}
 	return next
+}
+
+// planLiveFollowers returns the step that gives every shard without a
+// ready follower a ready active follower under ackPolicy Standby (its
+// owner cannot acknowledge a write without one), or nil. The failover step
+// does this itself right after a promotion; this is the same step planned
+// from the record, so an operator that restarted between the promotion
+// and it still takes it. The followers added are dropped again once the
+// shard's standbys caught up (planTidy).
+func (r *MeshClusterReconciler) planLiveFollowers(mc *meshv1.MeshCluster, t *topology.Topology, obs *status.Observation) *operation {
+	if mc.Spec.Standby.AckPolicy != meshv1.AckStandby {
+		return nil
+	}
+	var shards []uint16
+	for _, s := range t.Shards {
+		if obs.PodReady[s.Owner] && !slices.ContainsFunc(s.Followers, func(f string) bool { return obs.PodReady[f] }) {
+			shards = append(shards, s.ID)
+		}
+	}
+	if len(shards) == 0 || addLiveFollowers(t, shards, "", obs.PodReady) == nil {
+		return nil
+	}
+	ready := obs.PodReady
+	msg := fmt.Sprintf("shards %v have no ready follower: a ready active follows them until their standbys are back (ackPolicy Standby)", shards)
+	obs.Operation = &status.Operation{Reason: "AddingFollowers", Message: msg}
+	return &operation{reason: "AddingFollowers", message: msg, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
+		next := addLiveFollowers(t, shards, "", ready)
+		if next == nil {
+			return nil
+		}
+		return recordAndPush(ctx, d, next)
+	}}
 }

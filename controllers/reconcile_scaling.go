@@ -24,8 +24,9 @@ import (
 //
 //  1. a kept standby becomes active when the kept actives are too few
 //     (after a failover swapped roles);
-//  2. one fenced handoff of a shard off a leaving or demoted active, to
-//     the least loaded kept active;
+//  2. fenced handoffs of shards off leaving or demoted actives, to the
+//     least loaded kept actives (up to migration.maxConcurrent at once; a
+//     move aborted on timeout blocks the scale-down);
 //  3. the demoted actives become standbys following every shard;
 //  4. each leaving active is drained (its pod is annotated first: the
 //     node's drain is final, so a cancelled scale-down restarts that pod);
@@ -109,12 +110,17 @@ func (r *MeshClusterReconciler) planScaling(ctx context.Context, mc *meshv1.Mesh
 		owned += len(t.OwnedBy(n))
 	}
 	if owned > 0 {
-		moves := topology.Balance(t, emptying, 0)
-		if len(moves) == 0 {
+		all := topology.Balance(t, emptying, 0)
+		if len(all) == 0 {
 			r.block(mc, obs, fmt.Sprintf("no active node stays to take the %d shards of %s", owned, strings.Join(emptying, ", ")))
 			return nil, true, nil
 		}
-		return announce(r.moveOperation(mc, "ScalingDown", moves[0], true, len(moves)-1))
+		moves := pickMoves(t, all, abortedShards(mc), maxConcurrent(mc))
+		if len(moves) == 0 {
+			r.block(mc, obs, fmt.Sprintf("the moves of shards off %s timed out and were aborted (migration.onTimeout Abort); edit the MeshCluster to try again", strings.Join(emptying, ", ")))
+			return nil, true, nil
+		}
+		return announce(r.movesOperation(mc, "ScalingDown", moves, true, len(all)-len(moves)))
 	}
 
 	// 3. Demoted actives become standbys that follow every shard.
@@ -139,12 +145,20 @@ func (r *MeshClusterReconciler) planScaling(ctx context.Context, mc *meshv1.Mesh
 			}})
 	}
 
-	// 4. Drain each leaving active whose node still runs.
+	// 4. Drain each leaving active whose node still runs (again after a
+	// restart between the pod's drained mark and the end of the drain:
+	// draining is idempotent).
 	for _, name := range leaving {
 		m, _ := t.Member(name)
 		p, ok := pods[name]
-		if m.Role != topology.Active || !ok || p.Drained || p.IP == "" {
+		if m.Role != topology.Active || !ok || p.IP == "" {
 			continue
+		}
+		if p.Drained {
+			pod := &corev1.Pod{}
+			if err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, pod); err != nil || pod.Annotations[drainDoneAnnotation] == "true" {
+				continue
+			}
 		}
 		return announce(&operation{reason: "ScalingDown", scaleDown: true, message: fmt.Sprintf("draining %s", name),
 			run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
@@ -169,8 +183,13 @@ func (r *MeshClusterReconciler) planScaling(ctx context.Context, mc *meshv1.Mesh
 		}})
 }
 
+// drainDoneAnnotation marks a drained pod whose node finished its drain
+// (DrainedAnnotation is set before the drain starts).
+const drainDoneAnnotation = "mesh.purplerain.io/drain-done"
+
 // drain marks the pod drained (recorded before the final drain, so a
-// cancelled scale-down knows to restart it), then drains the node.
+// cancelled scale-down knows to restart it), then drains the node, then
+// marks the drain done.
 func (r *MeshClusterReconciler) drain(ctx context.Context, mc *meshv1.MeshCluster, d *orchestrate.Driver, t *topology.Topology, name string) error {
 	pod := &corev1.Pod{}
 	if err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, pod); err != nil {
@@ -185,9 +204,17 @@ func (r *MeshClusterReconciler) drain(ctx context.Context, mc *meshv1.MeshCluste
 		if err := r.Patch(ctx, pod, patch); err != nil {
 			return fmt.Errorf("mark pod %s drained: %w", name, err)
 		}
+		if err := failpoint(ctx, client.ObjectKeyFromObject(mc), StepDrainAnnotated, t.Epoch); err != nil {
+			return err
+		}
 	}
 	if _, err := d.Drain(ctx, t, name); err != nil {
 		return err
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	pod.Annotations[drainDoneAnnotation] = "true"
+	if err := r.Patch(ctx, pod, patch); err != nil {
+		return fmt.Errorf("mark pod %s drain done: %w", name, err)
 	}
 	r.Recorder.Eventf(mc, pod, corev1.EventTypeNormal, "Drained", "Scale", "%s owns nothing and is drained", name)
 	return nil

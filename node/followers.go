@@ -85,6 +85,11 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 			// TODO(issue 8): the operator decides (a failover under
 			// ackPolicy Leader legitimately leaves the old owner a suffix
 			// to cut; a restarted owner must be failed over instead).
+			// Until it does, a node the operator stopped using as a
+			// follower (followers converge to standbys) keeps its copy,
+			// and following the shard again continues from it: a copy
+			// that diverged meanwhile stops this follower, and a move to
+			// the node waits for it until migration.timeout.
 			TruncateDiverged: false,
 			// The owner pruned past this follower (it was down, or too
 			// slow): start over from the owner's log head with the
