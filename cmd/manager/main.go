@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -28,24 +29,26 @@ func main() {
 		leaderElect   bool
 		namespaces    string
 		leaderElectNS string
+		rotationGrace time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; 0 disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so only one replica of the operator reconciles")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader-election lease (default: the operator's namespace)")
 	flag.StringVar(&namespaces, "namespace", "", "comma-separated namespaces to watch (default: all namespaces)")
+	flag.DurationVar(&rotationGrace, "credential-rotation-grace", time.Minute, "how long a credential rotation keeps the old keys trusted after every node switched to the new ones (time for applications to load the re-signed data grant)")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 
-	if err := run(metricsAddr, probeAddr, leaderElect, leaderElectNS, namespaces); err != nil {
+	if err := run(metricsAddr, probeAddr, leaderElect, leaderElectNS, namespaces, rotationGrace); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, leaderElectNS, namespaces string) error {
+func run(metricsAddr, probeAddr string, leaderElect bool, leaderElectNS, namespaces string, rotationGrace time.Duration) error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(meshv1.AddToScheme(scheme))
@@ -81,6 +84,10 @@ func run(metricsAddr, probeAddr string, leaderElect bool, leaderElectNS, namespa
 		Scheme:   mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("mesh-operator"),
 		Leases:   leases,
+		// How long a rotation's old keys stay trusted after the switch.
+		// (The operator metrics register with controller-runtime's
+		// registry, served on metricsAddr.)
+		RotationGrace: rotationGrace,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MeshCluster controller: %w", err)
 	}
