@@ -132,7 +132,7 @@ func expectEachAckReadOnce(sdk *meshclient.Client, l *ingestLoad, base uint16) m
 var _ = Describe("Shard autoscaling with real nodes", func() {
 	ctx := context.Background()
 
-	It("adds shards under keyless load up to maxShards one cooldown apart, drains the added ones after scaleDownDelay when the load stops, and removes them once retention empties them, never a base shard, losing nothing acknowledged", func() {
+	It("adds shards under keyless load up to maxShards one cooldown apart, drains the added ones after scaleDownDelay when the load stops (across an operator restart), and removes them once retention empties them, never a base shard, losing nothing acknowledged", func() {
 		const (
 			name           = "autoscale"
 			base           = 2
@@ -189,6 +189,10 @@ var _ = Describe("Shard autoscaling with real nodes", func() {
 		Consistently(func(g Gomega) int32 { return getCluster(g, name).Status.ShardCount }, cooldown+2*time.Second, 200*time.Millisecond).Should(Equal(int32(maxShards)))
 		Expect(load.count()).To(BeNumerically(">", n))
 		Expect(getCluster(Default, name).Status.Autoscale.Overloaded).To(BeNumerically(">", 0))
+
+		By("restarting the operator: the policy's state is in status, the new one goes on from it")
+		stopManager()
+		startManager()
 
 		By("stopping the load: the added shards drain after scaleDownDelay, the base shards stay")
 		load.stop()
