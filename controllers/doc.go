@@ -9,8 +9,14 @@
 // migration.maxConcurrent of distinct shards at once, each bounded by
 // migration.timeout with onTimeout Abort or Retry), or dropping the
 // followers moves and failovers left once standbys caught up
-// (reconcile_rebalance.go). The step is announced in Progressing by the
-// status update and run after it, through node/orchestrate.
+// (reconcile_rebalance.go), or a step of a credential rotation
+// (reconcile_rotation.go: trust, switch, drop of the keys on running
+// nodes, recorded in the operator-key Secret). The step is announced in
+// Progressing by the status update and run after it, through
+// node/orchestrate (a rotation calls the nodes' credentials API itself).
+//
+// Prometheus metrics (metrics.go) count reconciles, moves, failovers and
+// blocked scale-downs; every reconcile log line carries cluster and epoch.
 //
 // Invariants:
 //
@@ -34,5 +40,7 @@
 //     a cluster that ran for its status before its first push, so an
 //     owner that lost its log while no operator ran is never handed
 //     ownership again (LeaseKeeper.Running).
+//   - The PodDisruptionBudget allows one voluntary eviction at a time
+//     with a standby, none without (resources/pdb.go).
 //   - Steady state makes no API writes.
 package controllers
