@@ -610,7 +610,7 @@ type PodTemplateOverrides struct {
 }
 
 // Phase summarises what the cluster is doing.
-// +kubebuilder:validation:Enum=Pending;Creating;Running;Scaling;FailingOver;Degraded;Paused;Deleting
+// +kubebuilder:validation:Enum=Pending;Creating;Running;Scaling;Updating;FailingOver;Degraded;Paused;Deleting
 type Phase string
 
 // Phases of a MeshCluster.
@@ -619,6 +619,7 @@ const (
 	PhaseCreating    Phase = "Creating"
 	PhaseRunning     Phase = "Running"
 	PhaseScaling     Phase = "Scaling"
+	PhaseUpdating    Phase = "Updating"
 	PhaseFailingOver Phase = "FailingOver"
 	PhaseDegraded    Phase = "Degraded"
 	PhasePaused      Phase = "Paused"

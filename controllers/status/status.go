@@ -52,11 +52,22 @@ func phase(o Observation, conds []metav1.Condition) meshv1.Phase {
 		return meshv1.PhaseCreating
 	case o.Operation != nil && o.Operation.Reason == ReasonFailingOver:
 		return meshv1.PhaseFailingOver
+	case meta.IsStatusConditionTrue(conds, meshv1.ConditionProgressing) && rolling(o):
+		return meshv1.PhaseUpdating
 	case meta.IsStatusConditionTrue(conds, meshv1.ConditionProgressing):
 		return meshv1.PhaseScaling
 	default:
 		return meshv1.PhaseRunning
 	}
+}
+
+// rolling says a rolling update is in progress (status.update after this
+// pass).
+func rolling(o Observation) bool {
+	if o.UpdatePlanned {
+		return o.Update != nil
+	}
+	return o.Cluster.Status.Update != nil
 }
 
 func plural(n int32, noun string) string {
