@@ -47,12 +47,20 @@ type answer struct {
 
 // Dial connects to a node's wire port.
 func Dial(ctx context.Context, addr string) (*Conn, error) {
+	nc, err := dialTCP(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return NewConn(nc), nil
+}
+
+func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConnection, err)
 	}
-	return NewConn(nc), nil
+	return nc, nil
 }
 
 // NewConn runs the protocol over an established connection.

@@ -81,6 +81,15 @@
 // dataapi.ErrForbidden; the connection stays, and may authenticate again
 // with a fresh token, which the SDK does before its token expires). The
 // token is checked once, when presented.
-// TODO(issue 7): sealed payloads once sessions have keys; until then tokens
-// are bearer credentials and the wire port belongs on a trusted network.
+//
+// # Sealing
+//
+// A connection may start with a wire session handshake (engine/wire
+// session.go; DialSealed): from then on every packet in both directions is
+// sealed with the session's keys, and a tampered, replayed or foreign
+// packet ends the connection. The server signs the handshake with
+// ServerOptions.Session (the node's cluster key); a client given trusted
+// keys refuses any other signer. ServerOptions.RequireSealed refuses
+// connections without a handshake (the node runtime sets it). Tokens then
+// travel sealed; without sealing they are bearer credentials in the clear.
 package wireapi

@@ -43,8 +43,14 @@ type ServerOptions struct {
 	// ignored.
 	Verifier *identity.Verifier
 	// Now is the clock tokens are checked against. Default time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
+	Now func() time.Time
+	// Session signs session handshakes (wire sessions: a connection that
+	// starts with a hello is sealed from then on); nil accepts sessions
+	// unsigned. RequireSealed refuses connections that do not start with
+	// a session handshake.
+	Session       *identity.KeyPair
+	RequireSealed bool
+	Logger        *slog.Logger
 }
 
 // Server serves the binary data API on connections the node's wire port
@@ -122,6 +128,13 @@ func (s *Server) Close() error {
 // hands over a net.Conn that replays it). It closes conn; the error is nil
 // when the client closed the connection between requests.
 func (s *Server) ServeConn(conn net.Conn) error {
+	sealed, err := serverSession(s.o.Session).AcceptOrPlain(conn, s.o.RequireSealed)
+	if err != nil {
+		_ = conn.Close()
+		s.o.Logger.Warn("data API connection refused at the session handshake", "remote", conn.RemoteAddr().String(), "err", err)
+		return fmt.Errorf("wireapi: session: %w", err)
+	}
+	conn = sealed
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
