@@ -188,6 +188,71 @@ var _ = Describe("Credential rotation", func() {
 			g.Expect(secretKey(g, name+"-cluster-key").PublicKey().Equal(newCluster.PublicKey())).To(BeTrue())
 		}, 5*time.Second, 250*time.Millisecond).Should(Succeed())
 	})
+
+	It("finishes a rotation exactly once when the operator crashes after each of its steps", func() {
+		const name = "rotcrash"
+		DeferCleanup(controllers.SetRotationGrace(time.Second))
+		mc := newCluster(name)
+		mc.Spec.Nodes = 2
+		mc.Spec.Shards.Count = 4
+		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
+		kubelet := startKubelet(name)
+		waitAvailable(name)
+		oldOperator := secretKey(Default, name+"-operator-key")
+		oldCluster := secretKey(Default, name+"-cluster-key")
+
+		c := armCrasher(name, 20)
+		c.arm(true)
+		updateCluster(name, func(m *meshv1.MeshCluster) {
+			if m.Annotations == nil {
+				m.Annotations = map[string]string{}
+			}
+			m.Annotations[meshv1.RotateCredentialsAnnotation] = "r1"
+		})
+		c.runUntil("rotation", 3*time.Minute, func(Gomega) bool {
+			got := &meshv1.MeshCluster{}
+			secret := &corev1.Secret{}
+			return k8sClient.Get(ctx, key(name), got) == nil && got.Status.Credentials != nil && got.Status.Credentials.Rotation == "r1" &&
+				k8sClient.Get(ctx, key(name+"-operator-key"), secret) == nil && secret.Annotations[resources.RotationPhaseAnnotation] == ""
+		})
+		c.arm(false)
+		Expect(c.steps(0)).To(ContainElements(controllers.StepRotationBegun,
+			controllers.StepRotationPushed+"Trust", controllers.StepRotationClusterKey, controllers.StepRotationGrantResigned, controllers.StepRotationSwitched,
+			controllers.StepRotationPushed+"Switch", controllers.StepRotationDropDue,
+			controllers.StepRotationPushed+"Drop", controllers.StepRotationStatusRecorded))
+		fmt.Fprintf(GinkgoWriter, "rotation crashed at %d points and finished\n", c.count())
+
+		By("rotated exactly once: one finished rotation, the keys replaced")
+		n, _ := operatorMetric(Default, "mesh_operator_credential_rotations_total", name)
+		Expect(n).To(BeEquivalentTo(1))
+		newOperator := secretKey(Default, name+"-operator-key")
+		newCluster := secretKey(Default, name+"-cluster-key")
+		Expect(newOperator.PublicKey().Equal(oldOperator.PublicKey())).To(BeFalse())
+		Expect(newCluster.PublicKey().Equal(oldCluster.PublicKey())).To(BeFalse())
+
+		By("every node holds exactly the keys in the Secrets")
+		pods := &corev1.PodList{}
+		Expect(k8sClient.List(ctx, pods, client.InNamespace("default"), client.MatchingLabels(resources.SelectorLabels(mc)))).To(Succeed())
+		for _, p := range pods.Items {
+			addr := net.JoinHostPort(kubelet.ip(p.Name), fmt.Sprint(nodeconfig.AdminPort))
+			creds, err := adminclient.NewCredentialsClient(newOperator, nil, addr).Credentials(ctx)
+			Expect(err).NotTo(HaveOccurred(), p.Name)
+			Expect(creds.OperatorKeys).To(ConsistOf(BeEquivalentTo(newOperator.PublicKey())), p.Name)
+			Expect(creds.ClusterKeys).To(ConsistOf(BeEquivalentTo(newCluster.PublicKey())), p.Name)
+			Expect(creds.ClusterSigningKey).To(BeEquivalentTo(newCluster.PublicKey()), p.Name)
+		}
+
+		By("the cluster serves: an SDK with the re-signed data grant ingests")
+		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond, Credentials: dataCredentials(name)})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() error {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := sdk.Ingest(ictx, meshclient.Event{Payload: []byte("after/")})
+			return err
+		}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	})
 })
 
 // oldGrant is a data grant to dataKey signed with the replaced operator

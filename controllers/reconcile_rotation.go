@@ -61,6 +61,20 @@ import (
 // ReasonRotatingCredentials is the Progressing reason of a rotation.
 const ReasonRotatingCredentials = "RotatingCredentials"
 
+// Crash points of a rotation (failpoints.go), after each of its writes:
+// the record begun, a push of a phase's credentials (the step name ends
+// with the phase), the cluster-key Secret switched, the data grant
+// re-signed, the record moved to Switch or Drop, status recorded.
+const (
+	StepRotationBegun          = "rotation-begun"
+	StepRotationPushed         = "rotation-pushed-" // + phase
+	StepRotationClusterKey     = "rotation-cluster-key-switched"
+	StepRotationGrantResigned  = "rotation-grant-resigned"
+	StepRotationSwitched       = "rotation-switched"
+	StepRotationDropDue        = "rotation-drop-due"
+	StepRotationStatusRecorded = "rotation-status-recorded"
+)
+
 // Rotation phases (resources.RotationPhaseAnnotation).
 const (
 	phaseTrust  = "Trust"
@@ -241,6 +255,9 @@ func (r *MeshClusterReconciler) planRotation(ctx context.Context, mc *meshv1.Mes
 // step: up to the grace period after the switch, or to the end.
 func (r *MeshClusterReconciler) rotate(ctx context.Context, mc *meshv1.MeshCluster, rot *rotation, want string, targets []string) error {
 	logger := log.FromContext(ctx).WithValues("rotation", rot.value)
+	crash := func(step string) error {
+		return failpoint(ctx, client.ObjectKeyFromObject(mc), step, uint64(mc.Status.Epoch))
+	}
 	if rot.phase == "" {
 		var err error
 		if rot, err = r.beginRotation(ctx, mc, rot, want); err != nil {
@@ -248,23 +265,35 @@ func (r *MeshClusterReconciler) rotate(ctx context.Context, mc *meshv1.MeshClust
 		}
 		logger = log.FromContext(ctx).WithValues("rotation", rot.value)
 		r.Recorder.Eventf(mc, rot.secret, corev1.EventTypeNormal, "CredentialsRotating", "Rotate", "rotating the operator and cluster keys (request %q) on %d nodes", want, len(targets))
+		if err := crash(StepRotationBegun); err != nil {
+			return err
+		}
 	}
 	for {
 		if err := r.pushCredentials(ctx, rot, targets); err != nil {
 			return fmt.Errorf("rotation %q, phase %s: %w", rot.value, rot.phase, err)
 		}
 		logger.Info("credentials pushed", "phase", rot.phase, "nodes", len(targets))
+		if err := crash(StepRotationPushed + rot.phase); err != nil {
+			return err
+		}
 		switch rot.phase {
 		case phaseTrust:
-			if err := r.switchSecrets(ctx, mc, rot); err != nil {
+			if err := r.switchSecrets(ctx, mc, rot, crash); err != nil {
+				return err
+			}
+			if err := crash(StepRotationSwitched); err != nil {
 				return err
 			}
 		case phaseSwitch:
-			return r.setRotationPhase(ctx, rot, phaseDrop, func(s *corev1.Secret) {
+			if err := r.setRotationPhase(ctx, rot, phaseDrop, func(s *corev1.Secret) {
 				s.Annotations[resources.RotationSwitchedAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
-			})
+			}); err != nil {
+				return err
+			}
+			return crash(StepRotationDropDue)
 		case phaseDrop:
-			return r.finishRotation(ctx, mc, rot)
+			return r.finishRotation(ctx, mc, rot, crash)
 		}
 	}
 }
@@ -311,7 +340,7 @@ func (r *MeshClusterReconciler) beginRotation(ctx context.Context, mc *meshv1.Me
 // signs with: the cluster-key Secret first (a patch of its content, which
 // the rotation record fully determines, so repeating it is harmless), then
 // the record, to phase Switch.
-func (r *MeshClusterReconciler) switchSecrets(ctx context.Context, mc *meshv1.MeshCluster, rot *rotation) error {
+func (r *MeshClusterReconciler) switchSecrets(ctx context.Context, mc *meshv1.MeshCluster, rot *rotation, crash func(string) error) error {
 	data, err := rot.clusterNew.ToSecretData()
 	if err != nil {
 		return err
@@ -324,9 +353,15 @@ func (r *MeshClusterReconciler) switchSecrets(ctx context.Context, mc *meshv1.Me
 	if err := r.Patch(ctx, clusterSecret, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("switch secret %s to the new cluster key: %w", clusterSecret.Name, err)
 	}
+	if err := crash(StepRotationClusterKey); err != nil {
+		return err
+	}
 	// Before the record moves on: from phase Switch the operator signs
 	// with the new key and checks the data grant against it.
 	if err := r.resignDataGrant(ctx, mc, rot.operatorNext); err != nil {
+		return err
+	}
+	if err := crash(StepRotationGrantResigned); err != nil {
 		return err
 	}
 	opData, err := rot.operatorNext.ToSecretData()
@@ -406,13 +441,16 @@ func (r *MeshClusterReconciler) setRotationPhase(ctx context.Context, rot *rotat
 // finishRotation records the value in status (first: once the record is
 // cleared, the value must already count as handled), then clears the
 // record of the keys no node trusts any more.
-func (r *MeshClusterReconciler) finishRotation(ctx context.Context, mc *meshv1.MeshCluster, rot *rotation) error {
+func (r *MeshClusterReconciler) finishRotation(ctx context.Context, mc *meshv1.MeshCluster, rot *rotation, crash func(string) error) error {
 	if c := mc.Status.Credentials; c == nil || c.Rotation != rot.value {
 		patch := client.MergeFromWithOptions(mc.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		now := metav1.Now()
 		mc.Status.Credentials = &meshv1.CredentialsStatus{Rotation: rot.value, RotatedAt: &now}
 		if err := r.Status().Patch(ctx, mc, patch); err != nil {
 			return fmt.Errorf("record rotation %q in status: %w", rot.value, err)
+		}
+		if err := crash(StepRotationStatusRecorded); err != nil {
+			return err
 		}
 	}
 	secret := rot.secret.DeepCopy()
