@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -110,11 +111,16 @@ func up(args []string) error {
 	crds := fs.String("crd-dir", "config/crd/bases", "CRDs to install (empty: none)")
 	operator := fs.String("operator", "", "operator binary to run against the cluster (empty: none)")
 	backoff := fs.Duration("restart-backoff", 10*time.Second, "first container restart delay (doubles up to 5m)")
+	podIPs := fs.String("pod-ips", "127.0.0.10-127.0.0.250", "pod address range first-last (loopback addresses)")
 	detach := fs.Bool("detach", false, "run in the background and return once the cluster is ready")
 	wait := fs.Duration("wait", 3*time.Minute, "with --detach: how long to wait for the cluster")
 	var images imageFlags
 	fs.Var(&images, "image", "image repository=binary (repeatable; default ghcr.io/purplerain/mesh-node=bin/mesh-node)")
 	_ = fs.Parse(args)
+	first, last, err := parseRange(*podIPs)
+	if err != nil {
+		return fmt.Errorf("--pod-ips: %w", err)
+	}
 	state := sf.dir()
 	if err := os.MkdirAll(filepath.Join(state, "logs"), 0o755); err != nil {
 		return err
@@ -162,7 +168,7 @@ func up(args []string) error {
 	start := time.Now()
 	c, err := cluster.Start(ctx, cluster.Options{
 		StateDir: state, AssetsDir: assetsDir, APIServerPort: *apiPort, EtcdPort: *etcdPort,
-		CRDDirs: crdDirs, Images: imgs, Log: log,
+		CRDDirs: crdDirs, Images: imgs, Log: log, PodIPFirst: first, PodIPLast: last,
 		Backoff: kubelet.Backoff{Initial: *backoff, Max: 5 * time.Minute, Reset: 10 * time.Minute},
 	})
 	if err != nil {
@@ -188,6 +194,24 @@ func up(args []string) error {
 	log.Info("local cluster ready", "after", time.Since(start).Round(time.Millisecond), "kubeconfig", c.Kubeconfig, "logs", c.LogDir)
 	<-ctx.Done()
 	return nil
+}
+
+// parseRange parses "first-last".
+func parseRange(s string) (first, last netip.Addr, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return first, last, fmt.Errorf("%q: want first-last, e.g. 127.0.0.10-127.0.0.250", s)
+	}
+	if first, err = netip.ParseAddr(a); err != nil {
+		return first, last, err
+	}
+	if last, err = netip.ParseAddr(b); err != nil {
+		return first, last, err
+	}
+	if !first.IsLoopback() || !last.IsLoopback() || last.Less(first) {
+		return first, last, fmt.Errorf("%q: want loopback addresses, first before last", s)
+	}
+	return first, last, nil
 }
 
 type operatorProc struct {
@@ -256,6 +280,12 @@ func upDetached(state string, args []string, wait time.Duration) error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// Ctrl-C while waiting must not leave a cluster starting in the
+	// background (the child has its own session: the terminal's SIGINT
+	// does not reach it).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	deadline := time.After(wait)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -263,6 +293,16 @@ func upDetached(state string, args []string, wait time.Duration) error {
 		select {
 		case err := <-exited:
 			return fmt.Errorf("local cluster exited during start (%v); its log:\n%s", err, tail(logPath, 30))
+		case sig := <-sigs:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(90 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+				_, _ = cluster.KillRecorded(state, 10*time.Second)
+			}
+			return fmt.Errorf("%v: stopped the local cluster that was starting (logs in %s)", sig, filepath.Dir(logPath))
 		case <-deadline:
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return fmt.Errorf("local cluster not ready after %s; logs in %s", wait, filepath.Dir(logPath))

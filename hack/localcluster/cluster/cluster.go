@@ -117,6 +117,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := c.startControlPlane(); err != nil {
 		return c, err
 	}
+	// Recorded at once (and again below): etcd and kube-apiserver outlive
+	// a process that is killed without cleaning up.
+	if err := recordChildren(o.StateDir); err != nil {
+		return c, fmt.Errorf("record processes: %w", err)
+	}
 	if err := c.startControllerManager(); err != nil {
 		return c, err
 	}

@@ -290,6 +290,12 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *corev1.Container) map[string]stri
 }
 
 func (w *podWorker) setupVolumes(pod *corev1.Pod) error {
+	// The pod directory is the processes' working directory and HOME: it
+	// must exist even when the pod has no volume (exec would fail with a
+	// misleading "no such file or directory" for the binary).
+	if err := os.MkdirAll(w.dir, 0o755); err != nil {
+		return fmt.Errorf("pod directory: %w", err)
+	}
 	l := w.layout(pod)
 	var rewrite func(string) string
 	if w.k.cfg.RewriteConfigMapPaths {
