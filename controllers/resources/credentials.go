@@ -40,9 +40,11 @@ const (
 func DataKeySecretName(mc *meshv1.MeshCluster) string { return mc.Name + "-data-key" }
 
 // DataGrantTTL is how long the operator's grant to the data key is valid.
-// Deleting the data Secret has the operator make a new key and grant.
-// TODO(issue 8): re-sign the grant on operator-key rotation and before it
-// expires, instead of waiting for the Secret to be deleted.
+// Deleting the data Secret has the operator make a new key and grant; a
+// credential rotation re-signs the grant with the new operator key
+// (controllers/reconcile_rotation.go).
+// TODO(issue 8): re-sign the grant before it expires, instead of waiting
+// for the Secret to be deleted.
 const DataGrantTTL = 5 * 365 * 24 * time.Hour
 
 // DataKeySecret wraps data credentials as a Secret of the cluster.
