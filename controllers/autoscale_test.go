@@ -143,6 +143,9 @@ var _ = Describe("Shard autoscaling with real nodes", func() {
 		mc := newCluster(name)
 		mc.Spec.Nodes = 2
 		mc.Spec.Shards.Count = base
+		// Acknowledged only once the standby has it: added shards must be
+		// replicated to their followers like base ones.
+		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
 		// The event rate is the load signal: real SDK ingest (tens of
 		// events per second per shard) is far above 5/s, an idle shard far
 		// below 10% of it. Latency and fill thresholds are out of reach,
