@@ -268,6 +268,11 @@ func upDetached(state string, args []string, wait time.Duration) error {
 		return err
 	}
 	defer logf.Close()
+	// The log is appended to across runs: show only this run's part.
+	var from int64
+	if info, err := logf.Stat(); err == nil {
+		from = info.Size()
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -292,7 +297,7 @@ func upDetached(state string, args []string, wait time.Duration) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("local cluster exited during start (%v); its log:\n%s", err, tail(logPath, 30))
+			return fmt.Errorf("local cluster exited during start (%v); its log:\n%s", err, tail(logPath, from, 30))
 		case sig := <-sigs:
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -315,8 +320,12 @@ func upDetached(state string, args []string, wait time.Duration) error {
 	}
 }
 
-func tail(path string, n int) string {
+// tail returns the last n lines of path written after offset from.
+func tail(path string, from int64, n int) string {
 	b, _ := os.ReadFile(path)
+	if from <= int64(len(b)) {
+		b = b[from:]
+	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

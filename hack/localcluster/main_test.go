@@ -264,14 +264,23 @@ func TestUpRefusesATakenPortClearly(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	for _, flag := range []string{"--apiserver-port", "--etcd-port"} {
+	for _, flag := range []string{"--apiserver-port", "--etcd-port", "--detach --apiserver-port"} {
 		state := t.TempDir()
+		// A detached up shows its child's log: only this run's part.
+		if err := os.MkdirAll(filepath.Join(state, "logs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, "logs", "localcluster.log"), []byte("an earlier run\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"up", "--state-dir=" + state, "--assets=" + assets(t), "--apiserver-port=0", "--etcd-port=0"}
+		args = append(args, strings.Fields(fmt.Sprintf("%s=%d", flag, port))...)
 		var out bytes.Buffer
-		cmd := localcluster(t, &out, "up", "--state-dir="+state, "--assets="+assets(t), "--apiserver-port=0", "--etcd-port=0", fmt.Sprintf("%s=%d", flag, port))
+		cmd := localcluster(t, &out, args...)
 		err := cmd.Wait()
 		msg := out.String()
-		if err == nil || !strings.Contains(msg, fmt.Sprintf("127.0.0.1:%d is in use", port)) || !strings.Contains(msg, "localcluster down") {
-			t.Errorf("%s taken: exit %v, output:\n%s\nwant a refusal naming the address and `localcluster down`", flag, err, msg)
+		if err == nil || !strings.Contains(msg, fmt.Sprintf("127.0.0.1:%d is in use", port)) || !strings.Contains(msg, "localcluster down") || strings.Contains(msg, "an earlier run") {
+			t.Errorf("%s taken: exit %v, output:\n%s\nwant a refusal naming the address and `localcluster down` (and nothing of earlier runs)", flag, err, msg)
 		}
 		for _, f := range []string{"localcluster.pid", "pids", "kubeconfig"} {
 			if _, err := os.Stat(filepath.Join(state, f)); !os.IsNotExist(err) {
