@@ -102,12 +102,11 @@ func autoscalePolicy(mc *meshv1.MeshCluster) shard.Policy {
 	}
 }
 
-// shardReport is what the owner of one shard said about it.
+// shardReport is what the owner of one shard said about it: whether its
+// log is empty, and its load.
 type shardReport struct {
-	owner    string
-	empty    bool
-	load     *node.ShardLoad
-	draining bool
+	empty bool
+	load  *node.ShardLoad
 }
 
 // readShardReports asks every active member for its status and returns
@@ -149,7 +148,7 @@ func readShardReports(ctx context.Context, dial adminclient.Dialer, t *topology.
 				continue
 			}
 			if sh, ok := t.Shard(s.ID); ok && sh.Owner == a.name {
-				out[s.ID] = shardReport{owner: a.name, empty: s.First == s.Next, load: s.Load, draining: s.Draining}
+				out[s.ID] = shardReport{empty: s.First == s.Next, load: s.Load}
 			}
 		}
 	}
