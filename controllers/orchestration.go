@@ -282,13 +282,21 @@ func (r *MeshClusterReconciler) driver(ctx context.Context, mc *meshv1.MeshClust
 	if timeout <= 0 {
 		timeout = 20 * time.Second
 	}
+	// Members by admin address, read once: concurrent handoffs record
+	// (write mc) while others push (a step changes no member's address).
+	byAdmin := map[string]string{}
+	if t := topologyFromStatus(mc); t != nil {
+		for _, m := range t.Members {
+			byAdmin[m.Admin] = m.Name
+		}
+	}
 	return &orchestrate.Driver{
 		Dial: func(addr string) adminclient.Client {
 			return &notingClient{Client: dial(addr), note: func() {
 				if r.Leases == nil {
 					return
 				}
-				if name, ok := memberByAdmin(mc, addr); ok {
+				if name, ok := byAdmin[addr]; ok {
 					r.Leases.NotePush(nn, name, time.Now())
 				}
 			}}
@@ -322,21 +330,6 @@ func (r *MeshClusterReconciler) recordTopology(ctx context.Context, mc *meshv1.M
 		r.Leases.SetGuarded(client.ObjectKeyFromObject(mc), t, obs.OperatorKey, mc.Spec.Storage.Mode != meshv1.StorageDisk)
 	}
 	return nil
-}
-
-// memberByAdmin finds the member whose admin address is addr in the
-// recorded topology.
-func memberByAdmin(mc *meshv1.MeshCluster, addr string) (string, bool) {
-	t := topologyFromStatus(mc)
-	if t == nil {
-		return "", false
-	}
-	for _, m := range t.Members {
-		if m.Admin == addr {
-			return m.Name, true
-		}
-	}
-	return "", false
 }
 
 // notingClient reports every answered topology push, so a promotion

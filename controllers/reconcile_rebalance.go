@@ -258,6 +258,8 @@ func (r *MeshClusterReconciler) timedOut(ctx context.Context, mc *meshv1.MeshClu
 		return nil // moved or gone meanwhile: nothing to time out
 	}
 	if s.Fenced {
+		// The rollback's own waits are not bounded by the move's deadline.
+		d.StepTimeout = max(d.StepTimeout, 5*time.Second)
 		if _, err := d.Abort(ctx, t, m); err != nil {
 			return fmt.Errorf("roll back the timed-out move of shard %d: %w", m.Shard, err)
 		}
