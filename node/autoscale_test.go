@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -108,5 +109,48 @@ func TestAddedShardServedMeasuredDrainedRemoved(t *testing.T) {
 	}
 	if _, ok := shardStatus(n, 2); ok {
 		t.Fatal("a removed shard is still reported")
+	}
+}
+
+// The load window spans loadWindow, and the derived signals are what
+// their definitions say: mean occupancy over the ring, appended events
+// per second, and Little's law for the ring wait.
+func TestShardLoadFromSamples(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var w []loadSample
+	// 20 samples 100 ms apart: 10 events appended per sample (100/s), the
+	// ring holding 0 and 50 events alternately (mean 25).
+	for i := range 20 {
+		w = appendLoadSample(w, loadSample{at: t0.Add(time.Duration(i) * loadSampleInterval), occupancy: 50 * (i % 2), next: uint64(10 * i)})
+	}
+	if span := w[len(w)-1].at.Sub(w[0].at); span != loadWindow || len(w) != 11 {
+		t.Fatalf("window spans %s with %d samples, want %s and 11", span, len(w), loadWindow)
+	}
+	ls := loadSampler{shards: map[uint16][]loadSample{3: w}}
+	l := ls.load(3)
+	if l == nil {
+		t.Fatal("no load for a sampled shard")
+	}
+	meanOcc := 0.0
+	for _, s := range w {
+		meanOcc += float64(s.occupancy)
+	}
+	meanOcc /= float64(len(w))
+	if math.Abs(l.EventRate-100) > 1e-9 {
+		t.Fatalf("event rate %.3f/s, want 100/s", l.EventRate)
+	}
+	if want := meanOcc / busRingCapacity; math.Abs(l.FillRatio-want) > 1e-12 {
+		t.Fatalf("fill ratio %g, want %g", l.FillRatio, want)
+	}
+	if want := int64(meanOcc / 100 * 1e6); l.PushLatencyMicros != want {
+		t.Fatalf("push latency %dµs, want %dµs (mean occupancy / rate)", l.PushLatencyMicros, want)
+	}
+	// Nothing appended: no rate, no latency, whatever the ring held.
+	idle := loadSampler{shards: map[uint16][]loadSample{1: {{at: t0, occupancy: 7, next: 5}, {at: t0.Add(time.Second), occupancy: 7, next: 5}}}}
+	if l := idle.load(1); l.EventRate != 0 || l.PushLatencyMicros != 0 {
+		t.Fatalf("idle shard load %+v, want no rate and no latency", *l)
+	}
+	if ls.load(9) != nil {
+		t.Fatal("a shard never sampled has a load")
 	}
 }

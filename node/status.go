@@ -115,15 +115,20 @@ func (ls *loadSampler) sample(n *Node, owned []uint16, now time.Time) {
 		}
 	}
 	for id, o := range obs {
-		w := append(ls.shards[id], o)
-		cut := 0
-		// Keep one sample at or before the window's start, so the rate
-		// spans the whole window.
-		for cut+1 < len(w) && !w[cut+1].at.After(now.Add(-loadWindow)) {
-			cut++
-		}
-		ls.shards[id] = append(w[:0], w[cut:]...)
+		ls.shards[id] = appendLoadSample(ls.shards[id], o)
 	}
+}
+
+// appendLoadSample adds o to w and drops the samples older than
+// loadWindow before o, keeping one at or before the window's start so the
+// rate spans the whole window.
+func appendLoadSample(w []loadSample, o loadSample) []loadSample {
+	w = append(w, o)
+	cut := 0
+	for cut+1 < len(w) && !w[cut+1].at.After(o.at.Add(-loadWindow)) {
+		cut++
+	}
+	return append(w[:0], w[cut:]...)
 }
 
 // load derives shard id's ShardLoad from its window (nil: no sample yet).
