@@ -58,7 +58,11 @@ func TestSetTrustedSwapsTheRootKeys(t *testing.T) {
 	if err := v.Verify(issue(newKey), now, ScopeAdmin); !errors.Is(err, ErrUntrustedIssuer) {
 		t.Fatalf("new key trusted before SetTrusted: %v", err)
 	}
+	gen := v.Generation()
 	v.SetTrusted([]ed25519.PublicKey{oldKey.PublicKey(), newKey.PublicKey()})
+	if v.Generation() == gen {
+		t.Fatal("SetTrusted did not change the generation: caches would keep trusting dropped keys")
+	}
 	for _, k := range []*KeyPair{oldKey, newKey} {
 		if err := v.Verify(issue(k), now, ScopeAdmin); err != nil {
 			t.Fatalf("grace period: %v", err)

@@ -21,6 +21,7 @@ const (
 // the new one alone, without a restart.
 type Verifier struct {
 	trusted  atomic.Pointer[[]ed25519.PublicKey]
+	gen      atomic.Uint64
 	skew     time.Duration
 	maxDepth int
 }
@@ -62,7 +63,14 @@ func (v *Verifier) SetTrusted(trusted []ed25519.PublicKey) {
 		keys = append(keys, append(ed25519.PublicKey(nil), k...))
 	}
 	v.trusted.Store(&keys)
+	v.gen.Add(1)
 }
+
+// Generation changes whenever SetTrusted replaces the trusted keys. A
+// caller that caches verification results keeps the generation it
+// verified under and verifies again when it changed, so a key that is no
+// longer trusted stops working at once, not when the cached token expires.
+func (v *Verifier) Generation() uint64 { return v.gen.Load() }
 
 // Trusted returns a copy of the trusted root keys.
 func (v *Verifier) Trusted() []ed25519.PublicKey {

@@ -25,6 +25,15 @@ import (
 // A PUT replaces the whole set (idempotent: the same body twice changes
 // nothing) and is checked whole before anything changes, so a refused
 // request leaves the node as it was.
+//
+// Tokens are checked when presented: the admin and HTTP data APIs check
+// every request (the data API's cache of verified tokens is dropped when
+// the trusted keys change), so a dropped key stops working at once.
+// TODO(issue 8): connections authenticated before a drop keep their
+// grant: replication streams (a follower's token is checked when its
+// stream opens) and binary data-API connections (checked at auth, until
+// the token expires or the client renews it) should be re-verified or
+// closed when the key they were opened with is no longer trusted.
 
 // Credentials is the GET /v1/credentials answer and the PUT body. Keys
 // are raw 32-byte ed25519 public keys (base64 in JSON).

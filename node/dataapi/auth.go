@@ -20,6 +20,9 @@ const maxCachedTokens = 4096
 type grant struct {
 	scope    identity.Scope
 	notAfter time.Time
+	// gen is the verifier's trust generation it was verified under: a
+	// credential rotation that drops a key invalidates the cache.
+	gen uint64
 }
 
 // tokenCache verifies Mesh-Token header values and remembers the result,
@@ -43,7 +46,7 @@ func (c *tokenCache) check(header string, scope identity.Scope) (int, ErrorRespo
 	c.mu.Lock()
 	g, ok := c.m[header]
 	c.mu.Unlock()
-	if !ok || !now.Before(g.notAfter) {
+	if !ok || !now.Before(g.notAfter) || g.gen != c.v.Generation() {
 		var err error
 		if g, err = c.verify(header, now); err != nil {
 			return http.StatusUnauthorized, ErrorResponse{Code: CodeUnauthenticated, Error: "authentication failed: " + err.Error()}
@@ -66,7 +69,7 @@ func (c *tokenCache) verify(header string, now time.Time) (grant, error) {
 	if err != nil {
 		return grant{}, err
 	}
-	var g grant
+	g := grant{gen: c.v.Generation()} // read before verifying: a change during it re-verifies
 	for _, sc := range []identity.Scope{identity.ScopeIngest, identity.ScopeConsume} {
 		err := c.v.Verify(t, now, sc)
 		switch {
