@@ -69,7 +69,8 @@ type Observation struct {
 
 // Operation says what the operator is moving; Progressing reports it.
 type Operation struct {
-	// Reason is Rebalancing, ScalingDown or FailingOver.
+	// Reason is Rebalancing, ScalingDown, FailingOver or Autoscaling
+	// (among others).
 	Reason  string
 	Message string
 }
