@@ -43,9 +43,9 @@ ingest() {
 	MESHCTL_CREDENTIALS=$creds
 	export MESHCTL_ADDRESSES MESHCTL_CREDENTIALS
 	echo "==> ingesting $EVENTS events with the SDK (meshctl ingest, nodes $addrs)"
-	"$MESHCTL" ingest --count="$EVENTS" --keys=200 --key-prefix=demo- --batch=250 || return 1
+	"$MESHCTL" ingest --count="$EVENTS" --keys=200 --key-prefix=demo- --batch=250 --timeout=60s || return 1
 	echo "==> reading them back (meshctl poll)"
-	"$MESHCTL" poll --quiet || return 1
+	"$MESHCTL" poll --quiet --timeout=60s || return 1
 }
 
 up() {
@@ -76,27 +76,25 @@ up() {
 	echo
 	kubectl get meshclusters,statefulsets,pods -o wide
 	# Paths as the user types them from the repository root.
-	local lc=${LC#"$PWD"/} meshctl=${MESHCTL#"$PWD"/} creds_line=""
+	local lc=${LC#"$PWD"/} meshctl=${MESHCTL#"$PWD"/}
+	cmd() { printf '  %-46s # %s\n' "$1" "$2"; }
+	echo
+	echo "The local cluster runs in the background (pods are processes on 127.0.0.x)."
+	echo "  export KUBECONFIG=$KUBECONFIG_PATH"
+	cmd "kubectl get meshclusters,pods" "status, phase, pods"
+	cmd "kubectl scale meshcluster/demo --replicas=5" "more nodes; shards rebalance onto them"
+	cmd "kubectl delete pod demo-0" "a standby takes over its shards"
+	cmd "$lc logs demo-0" "a pod's log (also: kubelet, manager, ...)"
+	cmd "$lc status" "what runs"
+	echo "Events through the SDK (meshctl):"
+	echo "  export MESHCTL_ADDRESSES=$MESHCTL_ADDRESSES"
 	if [[ -n $MESHCTL_CREDENTIALS ]]; then
-		creds_line="  export MESHCTL_CREDENTIALS=$MESHCTL_CREDENTIALS   # data-API key (Secret demo-data-key)
-"
+		echo "  export MESHCTL_CREDENTIALS=$MESHCTL_CREDENTIALS  # the data key (Secret demo-data-key)"
 	fi
-	cat <<MSG
-
-The local cluster runs in the background (pods are processes on 127.0.0.x).
-  export KUBECONFIG=$KUBECONFIG_PATH
-  kubectl get meshclusters,pods
-  kubectl scale meshcluster/demo --replicas=5     # more nodes; shards rebalance
-  kubectl delete pod demo-0                       # a standby takes over its shards
-  $lc logs demo-0                 # a pod's log (also: kubelet, manager, kube-apiserver)
-  $lc status
-Events through the SDK:
-  export MESHCTL_ADDRESSES=$MESHCTL_ADDRESSES
-${creds_line}  $meshctl topology                    # members and shard placement
-  $meshctl ingest --count=1000 --keys=10   # more events
-  $meshctl poll --shard=0 --limit=10     # read some back (--from=<cursor> resumes)
-Stop everything with: make demo-down
-MSG
+	cmd "$meshctl topology" "members and shard placement"
+	cmd "$meshctl ingest --count=1000 --keys=10" "more events"
+	cmd "$meshctl poll --shard=0 --limit=10" "read some back (--from=<cursor> resumes)"
+	echo "Stop everything with: make demo-down"
 }
 
 down() {
