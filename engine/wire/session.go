@@ -88,6 +88,11 @@ type ClientSession struct {
 	// welcome with; otherwise an unsigned (or any signed) welcome is
 	// accepted.
 	TrustedServerKeys []ed25519.PublicKey
+	// AllowUnsigned accepts an unsigned welcome even with
+	// TrustedServerKeys (a signed one must still verify): for peers that
+	// may run without a signing key. It gives up protection against a man
+	// in the middle, who can strip the signature.
+	AllowUnsigned bool
 }
 
 // ServerSession configures the server side of a handshake.
@@ -179,7 +184,8 @@ func (cs ClientSession) Handshake(conn net.Conn) (*SessionConn, error) {
 	signer := ed25519.PublicKey(welcome[helloSize+8 : helloSize+8+ed25519.PublicKeySize])
 	sig := welcome[helloSize+8+ed25519.PublicKeySize:]
 	tr := transcript(cs.Subprotocol, hello, signed)
-	if len(cs.TrustedServerKeys) > 0 {
+	unsigned := signer.Equal(make(ed25519.PublicKey, ed25519.PublicKeySize))
+	if len(cs.TrustedServerKeys) > 0 && !(unsigned && cs.AllowUnsigned) {
 		trusted := false
 		for _, k := range cs.TrustedServerKeys {
 			trusted = trusted || k.Equal(signer)

@@ -64,6 +64,14 @@ type FollowerOptions struct {
 	Resync func(Resync)
 	// Dial opens the connection. Default a net.Dialer with a 5s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Plaintext skips the wire session handshake (session.go). By default
+	// the follower seals its connection and trusts only an owner that
+	// signs the handshake with the key that issued its token (the cluster
+	// key).
+	Plaintext bool
+	// RequireSignedOwner refuses an owner whose handshake is unsigned
+	// (see session.go).
+	RequireSignedOwner bool
 	// Logger receives connection-level messages. Default slog.Default().
 	Logger *slog.Logger
 
@@ -297,6 +305,9 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 	conn, err := f.o.Dial(ctx, "tcp", f.o.Addr)
 	if err != nil {
 		return false, fmt.Errorf("replication: dial owner: %w", err)
+	}
+	if conn, err = f.seal(conn, tok); err != nil {
+		return false, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()

@@ -51,6 +51,12 @@ type ServerOptions struct {
 	ReadBatch int
 	// Logger receives connection-level messages. Default slog.Default().
 	Logger *slog.Logger
+	// Session signs wire session handshakes (session.go; the node's
+	// cluster key, which followers trust as their tokens' issuer); nil
+	// accepts sessions unsigned. RequireSealed refuses connections that do
+	// not start with a handshake.
+	Session       *identity.KeyPair
+	RequireSealed bool
 }
 
 // FollowerPosition is what the owner knows of one follower of a shard.
@@ -243,6 +249,9 @@ func (s *Server) isClosed() bool {
 // net.Conn whose Read replays the peeked bytes). It closes conn. A refused subscription returns the
 // refusal as the same typed error the follower gets.
 func (s *Server) ServeConn(conn net.Conn) error {
+	if err := s.session(&conn); err != nil {
+		return err
+	}
 	defer conn.Close()
 	s.mu.Lock()
 	if s.closed {
