@@ -108,7 +108,9 @@ func (r *MeshClusterReconciler) reconcileRules(ctx context.Context, mc *meshv1.M
 			subnets[m.Name] = st.Subnet
 			mu.Unlock()
 			if st.SubnetError != "" {
-				logger.Info("node could not assign its subnet", "member", m.Name, "err", st.SubnetError)
+				// The node logged it at start; repeated here only at
+				// debug level, as every pass sees it again.
+				logger.V(1).Info("node could not assign its subnet", "member", m.Name, "err", st.SubnetError)
 			}
 			if st.Rules.Hash == want {
 				return

@@ -216,6 +216,17 @@ func ConfigMap(mc *meshv1.MeshCluster, operatorPublicKey []byte) (*corev1.Config
 // spec.rules are not: cm keeps the rules it holds (the last valid ones)
 // and the reconciler reports the bad rule in the RulesValid condition.
 func UpdateConfigMap(mc *meshv1.MeshCluster, cm *corev1.ConfigMap, operatorPublicKey []byte) error {
+	if sn := mc.Spec.Subnets; sn != nil {
+		// The CRD cannot bound map values; NodeConfig would render these
+		// as 0 ("not specified").
+		for i, r := range sn.Policy {
+			for v, n := range r.Values {
+				if n < 1 || n > 255 {
+					return fmt.Errorf("render node config: spec.subnets.policy[%d].values[%q]: %d is not a level value (1..255)", i, v, n)
+				}
+			}
+		}
+	}
 	c := NodeConfig(mc)
 	if specs, err := Rules(mc); err == nil {
 		c.Rules = specs
