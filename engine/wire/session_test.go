@@ -271,3 +271,21 @@ func TestSessionRefusesTamperReplayAndStrangers(t *testing.T) {
 		}
 	})
 }
+
+func TestAllowUnsignedStillRefusesAStrangeSigner(t *testing.T) {
+	trustedKey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{4}, 32))
+	stranger := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, 32))
+	cs := ClientSession{Subprotocol: 7, TrustedServerKeys: []ed25519.PublicKey{trustedKey.Public().(ed25519.PublicKey)}, AllowUnsigned: true}
+	cc, sc := net.Pipe()
+	defer cc.Close()
+	defer sc.Close()
+	if _, _, err := handshake(t, cs, ServerSession{}, cc, sc); err != nil {
+		t.Fatalf("unsigned welcome with AllowUnsigned: %v", err)
+	}
+	cc, sc = net.Pipe()
+	defer cc.Close()
+	defer sc.Close()
+	if _, _, err := handshake(t, cs, ServerSession{Signer: stranger}, cc, sc); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("welcome signed by a stranger: %v", err)
+	}
+}

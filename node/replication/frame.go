@@ -456,8 +456,9 @@ func (pr *packetReader) next() ([][]byte, error) {
 		return nil, fmt.Errorf("%w: subprotocol %#x, want %#x", ErrProtocol, h.Subprotocol, Subprotocol)
 	}
 	if h.Flags&wire.FlagEncrypted != 0 {
-		// TODO(issue 7): sealed replication once sessions have keys.
-		return nil, fmt.Errorf("%w: sealed replication packets are not supported yet", ErrProtocol)
+		// Sealed packets are opened by the session layer (session.go)
+		// before they get here; one that arrives sealed had no session.
+		return nil, fmt.Errorf("%w: a sealed packet without a session", ErrProtocol)
 	}
 	if h.Sequence != pr.seq+1 {
 		return nil, fmt.Errorf("%w: packet %d, want %d", ErrProtocol, h.Sequence, pr.seq+1)

@@ -171,8 +171,10 @@ func (pr *packetReader) header() (wire.Header, error) {
 	case h.Subprotocol != Subprotocol:
 		return h, fmt.Errorf("%w: subprotocol %#x, want %#x", ErrProtocol, h.Subprotocol, Subprotocol)
 	case h.Flags&wire.FlagEncrypted != 0:
-		// TODO(issue 7): sealed data API packets once sessions have keys.
-		return h, fmt.Errorf("%w: sealed packets are not supported yet", ErrProtocol)
+		// Sealed packets are opened by the session layer (DialSealed,
+		// ServerOptions.Session) before they get here; one that arrives
+		// sealed had no session.
+		return h, fmt.Errorf("%w: a sealed packet without a session", ErrProtocol)
 	case h.Flags&^wire.FlagFin != 0:
 		return h, fmt.Errorf("%w: flags %#x, only FIN is used", ErrProtocol, h.Flags)
 	case h.Sequence != pr.seq+1:
