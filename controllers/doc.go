@@ -15,6 +15,13 @@
 // Progressing by the status update and run after it, through
 // node/orchestrate (a rotation calls the nodes' credentials API itself).
 //
+// Behaviour rules (reconcile_rules.go) run beside that step, not as one:
+// every pass validates spec.rules (the RulesValid condition; an invalid
+// set leaves the ConfigMap's last valid rules in force) and pushes the
+// rules to each ready node whose reported rules hash differs, which
+// changes neither the topology nor a pod. The same pass copies the subnet
+// each node reports into status.members[].subnet.
+//
 // Prometheus metrics (metrics.go) count reconciles, moves, failovers and
 // blocked scale-downs; every reconcile log line carries cluster and epoch.
 //
