@@ -3,6 +3,7 @@ package redex
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -179,5 +180,59 @@ func TestRepairKeepsTheSeqCounterWhenTheFirstSegmentGoes(t *testing.T) {
 	defer l.Close()
 	if l.NextSeq() != 100 {
 		t.Fatalf("reopened at next seq %d, want 100 (seqs never go back)", l.NextSeq())
+	}
+}
+
+// TestRepairAfterAnySingleByteFlipKeepsAPrefix flips one byte at many
+// offsets of a multi-segment log (headers, frame headers, payloads, every
+// segment). Whatever Open says, Repair then leaves a log Open accepts,
+// holding exactly payloads 0..k-1 at seqs 0..k-1, where k is the seq the
+// report names and no later than the damaged frame.
+func TestRepairAfterAnySingleByteFlipKeepsAPrefix(t *testing.T) {
+	size := len(payloadFor(0))
+	frame := frameHeaderSize + size
+	o := Options{SegmentBytes: int64(frameOffset(4, size)), Logger: discardLogger()}
+	const n = 14 // four segments: 4, 4, 4, 2 frames
+	r := rand.New(rand.NewPCG(7, 11))
+	for trial := range 60 {
+		dir := t.TempDir()
+		o.Dir = dir
+		writeEntries(t, o, n)
+		segs := segments(t, dir)
+		si := r.IntN(len(segs))
+		b, _ := os.ReadFile(segs[si])
+		off := r.IntN(len(b))
+		flipByte(t, segs[si], off)
+		// The first seq whose frame the flip touched (a header flip
+		// touches the segment's first frame at the latest).
+		damaged := uint64(si*4) + uint64(max(off-segHeaderSize, 0)/frame)
+		if l, err := Open(o); err == nil {
+			l.Close()
+		}
+		rep, err := Repair(o)
+		if err != nil {
+			t.Fatalf("trial %d (segment %d offset %d): repair: %v", trial, si, off, err)
+		}
+		l, err := Open(o)
+		if err != nil {
+			t.Fatalf("trial %d (segment %d offset %d): open after repair: %v (report %+v)", trial, si, off, err, rep)
+		}
+		k := l.NextSeq()
+		if rep.Cut && rep.Next != k {
+			t.Fatalf("trial %d: report says next %d, reopened log next %d", trial, rep.Next, k)
+		}
+		if k > damaged {
+			t.Fatalf("trial %d (segment %d offset %d): kept %d entries past the damaged seq %d", trial, si, off, k, damaged)
+		}
+		es, err := l.Read(0, n)
+		if err != nil || uint64(len(es)) != k {
+			t.Fatalf("trial %d: read %d entries (%v), want %d", trial, len(es), err, k)
+		}
+		for i, e := range es {
+			if e.Seq != uint64(i) || !bytes.Equal(e.Payload, payloadFor(i)) {
+				t.Fatalf("trial %d: entry %d is seq %d %q", trial, i, e.Seq, e.Payload)
+			}
+		}
+		l.Close()
 	}
 }
