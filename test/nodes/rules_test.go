@@ -111,6 +111,16 @@ func TestIngestRejectedByARuleReachesTheClientWithItsName(t *testing.T) {
 		}
 		cancel()
 	}
+	// Every node reports the pushed set's hash, as the operator compares it.
+	want, err := rules.Compile(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range c.members {
+		if got := metricValue(t, m.Admin, `mesh_rules_active{hash="`+want.Hash()+`"} `); got != 2 {
+			t.Fatalf("%s: mesh_rules_active for hash %s = %v, want 2", m.Name, want.Hash(), got)
+		}
+	}
 	for _, tc := range transports {
 		t.Run("pushed/"+tc.name, func(t *testing.T) {
 			cl := clients[tc.name]
@@ -162,24 +172,31 @@ func withRules(t *testing.T, path, rulesJSON string) {
 // refusedTotal sums a rule's refusal counter over every node's /metrics.
 func refusedTotal(t *testing.T, c *cluster, rule, reason string) float64 {
 	t.Helper()
-	prefix := `mesh_rule_refused_requests_total{reason="` + reason + `",rule="` + rule + `"} `
 	var sum float64
 	for _, m := range c.members {
-		resp, err := http.Get("http://" + m.Admin + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sum += f
-			}
-		}
-		resp.Body.Close()
+		sum += metricValue(t, m.Admin, `mesh_rule_refused_requests_total{reason="`+reason+`",rule="`+rule+`"} `)
 	}
 	return sum
+}
+
+// metricValue reads the sample whose line starts with prefix (name and
+// labels) from a node's /metrics, 0 when absent.
+func metricValue(t *testing.T, admin, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
 }
