@@ -304,6 +304,7 @@ var _ = Describe("Shard moves", func() {
 				}
 			}
 		}()
+		start := time.Now()
 		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 4 })
 		Eventually(func(g Gomega) {
 			got := getCluster(g, name)
@@ -319,7 +320,7 @@ var _ = Describe("Shard moves", func() {
 		}, 90*time.Second, 100*time.Millisecond).Should(Succeed())
 		close(stopPoll)
 		<-polled
-		fmt.Fprintf(GinkgoWriter, "at most %d migrations in flight at once (maxConcurrent 3)\n", most)
+		fmt.Fprintf(GinkgoWriter, "scale-up 2→4 balanced in %s, at most %d migrations in flight at once (maxConcurrent 3)\n", time.Since(start).Round(time.Millisecond), most)
 		Expect(most).To(BeNumerically(">", 1))
 		Expect(most).To(BeNumerically("<=", 3))
 
