@@ -54,7 +54,12 @@ func (c *Client) wireConn(ctx context.Context, addr string) (*wireapi.Conn, erro
 		}
 		return wc, nil
 	}
-	nc, err := wireapi.Dial(ctx, addr)
+	var nc *wireapi.Conn
+	if c.opts.Plaintext {
+		nc, err = wireapi.Dial(ctx, addr)
+	} else {
+		nc, err = wireapi.DialSealed(ctx, addr, c.opts.ServerKeys)
+	}
 	if err != nil {
 		return nil, err
 	}

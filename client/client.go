@@ -34,6 +34,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,15 @@ type Options struct {
 	// their life.
 	Credentials *identity.DataCredentials
 	TokenTTL    time.Duration
+	// Plaintext turns off sealing on binary connections. By default each
+	// starts with a wire session handshake and every packet is sealed
+	// (node/wireapi DialSealed); nodes the operator runs require it.
+	Plaintext bool
+	// ServerKeys, if set, are the keys a node must sign its session
+	// handshake with (the cluster key's public half); without them a
+	// sealed session resists passive observers but not a man in the
+	// middle.
+	ServerKeys []ed25519.PublicKey
 }
 
 // Transport selects how ingest and poll reach the nodes.

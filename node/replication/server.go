@@ -51,11 +51,11 @@ type ServerOptions struct {
 	ReadBatch int
 	// Logger receives connection-level messages. Default slog.Default().
 	Logger *slog.Logger
-	// Session signs wire session handshakes (session.go; the node's
-	// cluster key, which followers trust as their tokens' issuer); nil
-	// accepts sessions unsigned. RequireSealed refuses connections that do
-	// not start with a handshake.
-	Session       *identity.KeyPair
+	// SessionKey returns the key that signs wire session handshakes
+	// (session.go; the node's current cluster key); nil (or a nil key)
+	// accepts sessions unsigned. RequireSealed refuses connections that
+	// do not start with a handshake.
+	SessionKey    func() *identity.KeyPair
 	RequireSealed bool
 }
 

@@ -10,27 +10,33 @@ import (
 )
 
 // Sealed replication. A follower starts its connection with a wire session
-// handshake (engine/wire session.go) unless FollowerOptions.Plaintext: the
-// owner signs it with ServerOptions.Session (the cluster key) and the
-// follower accepts no signer but the key that issued its own replication
-// token. With FollowerOptions.RequireSignedOwner it also refuses an unsigned
-// handshake, so a man in the middle cannot pose as the owner; without it an
-// owner running without a session key is accepted (passive protection only).
-// TODO(issue 7): node/followers.go should set RequireSignedOwner now that
-// the runtime signs every handshake (the node package is outside this
-// change). From then on every packet
-// both ways is sealed with the session's keys; a flipped byte, a replayed
-// packet or a packet of another session ends the connection (the follower
-// reconnects; nothing unauthenticated is appended). The subscribe token
-// travels sealed. ServerOptions.RequireSealed refuses followers that do not
-// seal (the node runtime sets it).
+// handshake (engine/wire session.go) unless FollowerOptions.Plaintext; from
+// then on every packet both ways is sealed with the session's keys, and a
+// flipped byte, a replayed packet or a packet of another session ends the
+// connection (the follower reconnects; nothing unauthenticated is
+// appended). The subscribe token travels sealed. The owner signs the
+// handshake with ServerOptions.SessionKey (the cluster key);
+// ServerOptions.RequireSealed refuses followers that do not seal (the node
+// runtime sets both).
+//
+// With FollowerOptions.RequireSignedOwner the follower accepts only an
+// owner whose handshake is signed by the key that issued its own
+// replication token, so a man in the middle cannot pose as the owner;
+// without it the session protects against passive observers only.
+// TODO(issue 7): node/followers.go should set RequireSignedOwner, trusting
+// the node's current and previous cluster keys (a credential rotation
+// switches nodes' signing keys one at a time, so a follower's token issuer
+// and its owner's key can differ for a while); the node package is outside
+// this change.
 
 // session accepts a handshake on *conn if it starts with one, replacing
 // *conn with the sealed connection.
 func (s *Server) session(conn *net.Conn) error {
 	ss := wire.ServerSession{}
-	if k := s.o.Session; k != nil {
-		ss = wire.ServerSession{Sign: k.Sign, Public: k.PublicKey()}
+	if s.o.SessionKey != nil {
+		if k := s.o.SessionKey(); k != nil {
+			ss = wire.ServerSession{Sign: k.Sign, Public: k.PublicKey()}
+		}
 	}
 	c, err := ss.AcceptOrPlain(*conn, s.o.RequireSealed)
 	if err != nil {
@@ -49,10 +55,15 @@ func (f *Follower) seal(conn net.Conn, tok []byte) (net.Conn, error) {
 		return conn, nil
 	}
 	var trusted []ed25519.PublicKey
-	if t, err := identity.ParseToken(tok); err == nil {
+	if f.o.RequireSignedOwner {
+		t, err := identity.ParseToken(tok)
+		if err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("replication: own token: %w", err)
+		}
 		trusted = []ed25519.PublicKey{t.Chain[0].Issuer}
 	}
-	sc, err := wire.ClientSession{Subprotocol: Subprotocol, TrustedServerKeys: trusted, AllowUnsigned: !f.o.RequireSignedOwner}.Handshake(conn)
+	sc, err := wire.ClientSession{Subprotocol: Subprotocol, TrustedServerKeys: trusted}.Handshake(conn)
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("replication: session with the owner: %w", err)

@@ -21,7 +21,9 @@ func TestSealedReplicationWithASignedOwner(t *testing.T) {
 	if _, err := ol.Append(make([]byte, 3*MaxUnfragmentedEntry)); err != nil { // fragmented, sealed
 		t.Fatal(err)
 	}
-	ow := startOwner(t, k, src, "", func(o *ServerOptions) { o.Session, o.RequireSealed = k.operator, true })
+	ow := startOwner(t, k, src, "", func(o *ServerOptions) {
+		o.SessionKey, o.RequireSealed = func() *identity.KeyPair { return k.operator }, true
+	})
 	fl := openLog(t, redex.Options{})
 	f := startFollower(t, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil), RequireSignedOwner: true})
 	waitCaughtUp(t, f, fl, ol)
@@ -37,9 +39,9 @@ func TestSealedReplicationWithASignedOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := startOwner(t, k, src, "", func(o *ServerOptions) { o.Session = stranger })
+	other := startOwner(t, k, src, "", func(o *ServerOptions) { o.SessionKey = func() *identity.KeyPair { return stranger } })
 	wary := openLog(t, redex.Options{})
-	startFollower(t, FollowerOptions{Name: "wary", Shard: 0, Addr: other.addr, Log: wary, Epoch: constEpoch(1), Token: k.token(t, nil)})
+	startFollower(t, FollowerOptions{Name: "wary", Shard: 0, Addr: other.addr, Log: wary, Epoch: constEpoch(1), Token: k.token(t, nil), RequireSignedOwner: true})
 	time.Sleep(300 * time.Millisecond)
 	if plain.NextSeq() != 0 || wary.NextSeq() != 0 {
 		t.Fatalf("plaintext follower holds %d entries, follower of an untrusted owner %d; want none", plain.NextSeq(), wary.NextSeq())
@@ -109,7 +111,9 @@ func TestTamperedOrReplayedReplicationIsRefused(t *testing.T) {
 			ol := openLog(t, redex.Options{})
 			src.add(0, ol)
 			appendN(t, ol, 0, 0, 200)
-			ow := startOwner(t, k, src, "", func(o *ServerOptions) { o.Session, o.RequireSealed = k.operator, true })
+			ow := startOwner(t, k, src, "", func(o *ServerOptions) {
+				o.SessionKey, o.RequireSealed = func() *identity.KeyPair { return k.operator }, true
+			})
 			addr, hits := tamperRelay(t, ow.addr, 2, mutate)
 			fl := openLog(t, redex.Options{})
 			f := startFollower(t, FollowerOptions{Shard: 0, Addr: addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil), RequireSignedOwner: true})

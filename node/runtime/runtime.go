@@ -98,6 +98,10 @@ func Run(ctx context.Context, o Options) error {
 		Source:   n.OwnerSource(),
 		Verifier: replVerifier,
 		Logger:   log,
+		// Followers seal their connections (wire sessions); the owner signs
+		// the handshake with its current cluster key.
+		SessionKey:    n.ClusterKey,
+		RequireSealed: true,
 	})
 	if err != nil {
 		_ = n.Close()
@@ -155,7 +159,10 @@ func Run(ctx context.Context, o Options) error {
 	go func() { errc <- serveHTTP(dataSrv, lns[1]) }()
 	// The wire port carries replication and the binary data API; the
 	// first packet's header says which.
-	wireData, err := wireapi.NewServer(wireapi.ServerOptions{Backend: n, Logger: log, Verifier: dataVerifier})
+	wireData, err := wireapi.NewServer(wireapi.ServerOptions{Backend: n, Logger: log, Verifier: dataVerifier,
+		// Binary data-API clients seal their connections (the SDK does by
+		// default); the node signs the handshake with its cluster key.
+		SessionKey: n.ClusterKey, RequireSealed: true})
 	if err != nil {
 		closeAll()
 		_ = repl.Close()

@@ -88,7 +88,7 @@
 // session.go; DialSealed): from then on every packet in both directions is
 // sealed with the session's keys, and a tampered, replayed or foreign
 // packet ends the connection. The server signs the handshake with
-// ServerOptions.Session (the node's cluster key); a client given trusted
+// ServerOptions.SessionKey (the node's cluster key); a client given trusted
 // keys refuses any other signer. ServerOptions.RequireSealed refuses
 // connections without a handshake (the node runtime sets it). Tokens then
 // travel sealed; without sealing they are bearer credentials in the clear.

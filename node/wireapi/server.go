@@ -44,11 +44,12 @@ type ServerOptions struct {
 	Verifier *identity.Verifier
 	// Now is the clock tokens are checked against. Default time.Now.
 	Now func() time.Time
-	// Session signs session handshakes (wire sessions: a connection that
-	// starts with a hello is sealed from then on); nil accepts sessions
-	// unsigned. RequireSealed refuses connections that do not start with
-	// a session handshake.
-	Session       *identity.KeyPair
+	// SessionKey returns the key that signs session handshakes (wire
+	// sessions: a connection that starts with a hello is sealed from then
+	// on; the node's current cluster key); nil (or a nil key) accepts
+	// sessions unsigned. RequireSealed refuses connections that do not
+	// start with a session handshake.
+	SessionKey    func() *identity.KeyPair
 	RequireSealed bool
 	Logger        *slog.Logger
 }
@@ -128,7 +129,7 @@ func (s *Server) Close() error {
 // hands over a net.Conn that replays it). It closes conn; the error is nil
 // when the client closed the connection between requests.
 func (s *Server) ServeConn(conn net.Conn) error {
-	sealed, err := serverSession(s.o.Session).AcceptOrPlain(conn, s.o.RequireSealed)
+	sealed, err := serverSession(s.o.SessionKey).AcceptOrPlain(conn, s.o.RequireSealed)
 	if err != nil {
 		_ = conn.Close()
 		s.o.Logger.Warn("data API connection refused at the session handshake", "remote", conn.RemoteAddr().String(), "err", err)

@@ -10,8 +10,12 @@ import (
 )
 
 // serverSession is the wire session configuration of a server signing with
-// key (nil: unsigned).
-func serverSession(key *identity.KeyPair) wire.ServerSession {
+// the key keyFn returns now (nil: unsigned).
+func serverSession(keyFn func() *identity.KeyPair) wire.ServerSession {
+	if keyFn == nil {
+		return wire.ServerSession{}
+	}
+	key := keyFn()
 	if key == nil {
 		return wire.ServerSession{}
 	}

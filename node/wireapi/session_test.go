@@ -15,7 +15,11 @@ import (
 
 func sealedServer(t *testing.T, b dataapi.Backend, key *identity.KeyPair) string {
 	t.Helper()
-	s, err := NewServer(ServerOptions{Backend: b, Session: key, RequireSealed: true})
+	var keyFn func() *identity.KeyPair
+	if key != nil {
+		keyFn = func() *identity.KeyPair { return key }
+	}
+	s, err := NewServer(ServerOptions{Backend: b, SessionKey: keyFn, RequireSealed: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,8 +55,17 @@ func TestDataAPIRequiresOperatorTokens(t *testing.T) {
 		t.Fatalf("SDK without credentials learnt the topology: %v", err)
 	}
 
-	// Binary without a token.
-	wc, err := wireapi.Dial(ctx, a0.Wire)
+	// Binary: a plaintext connection is refused (the node requires a
+	// sealed session); a sealed one without a token is refused typed.
+	plain, err := wireapi.Dial(ctx, a0.Wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Ingest(ctx, []dataapi.Event{{Payload: []byte("refused")}}); !errors.Is(err, wireapi.ErrConnection) {
+		t.Fatalf("plaintext binary ingest: %v, want the connection refused", err)
+	}
+	_ = plain.Close()
+	wc, err := wireapi.DialSealed(ctx, a0.Wire, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
