@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -468,28 +470,40 @@ func (r *MeshClusterReconciler) finishRotation(ctx context.Context, mc *meshv1.M
 	return nil
 }
 
-// pushCredentials gives every target rot's credential set; all must
-// accept it.
+// pushCredentials gives every target rot's credential set, up to
+// pushParallelism at once; all must accept it.
 func (r *MeshClusterReconciler) pushCredentials(ctx context.Context, rot *rotation, targets []string) error {
 	want, err := rot.desired()
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, addr := range targets {
-		var err error
-		for _, key := range rot.signers() {
-			cctx, cancel := context.WithTimeout(ctx, reachabilityTimeout)
-			_, err = adminclient.NewCredentialsClient(key, nil, addr).PutCredentials(cctx, want)
-			cancel()
-			var se *adminclient.StatusError
-			if !errors.As(err, &se) || se.Status != 401 {
-				break // accepted, or refused for a reason another key does not change
+	errs := make([]error, len(targets))
+	sem := make(chan struct{}, pushParallelism)
+	var wg sync.WaitGroup
+	for i, addr := range targets {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			var err error
+			for _, key := range rot.signers() {
+				cctx, cancel := context.WithTimeout(ctx, reachabilityTimeout)
+				_, err = adminclient.NewCredentialsClient(key, nil, addr).PutCredentials(cctx, want)
+				cancel()
+				var se *adminclient.StatusError
+				if !errors.As(err, &se) || se.Status != http.StatusUnauthorized {
+					break // accepted, or refused for a reason another key does not change
+				}
 			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", addr, err))
-		}
+			if err != nil {
+				errs[i] = fmt.Errorf("node %s: %w", addr, err)
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// pushParallelism bounds the credential pushes under way at once.
+const pushParallelism = 16
