@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,8 +129,10 @@ var _ = Describe("Behaviour rules and subnets", func() {
 		base := getCluster(Default, name)
 		patch := client.MergeFrom(base.DeepCopy())
 		base.Spec.Rules[0].Require = ruleJSON(`{"and":[{"field":"speed","op":"ge","value":0},{"field":"speed","op":"le","value":1000}]}`)
+		patched := time.Now()
 		Expect(k8sClient.Patch(ctx, base, patch)).To(Succeed())
-		Eventually(func() error { return ingest(`{"speed":900}`) }, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+		Eventually(func() error { return ingest(`{"speed":900}`) }, 30*time.Second, 20*time.Millisecond).Should(Succeed())
+		fmt.Fprintf(GinkgoWriter, "rules change: from the patch to the refused event accepted: %s\n", time.Since(patched).Round(time.Millisecond))
 		err = ingest(`{"speed":1500}`)
 		Expect(refusedBy(err)).To(Equal("speed-in-range"), "the changed rule still bounds speed: got %v", err)
 		Eventually(func(g Gomega) []string {
