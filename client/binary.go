@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/topology"
 	"github.com/purplerain/mesh-operator/node/wireapi"
 )
 
@@ -81,6 +82,20 @@ func (c *Client) wireConn(ctx context.Context, addr string) (*wireapi.Conn, erro
 	}
 	c.wconns[addr] = nc
 	return nc, nil
+}
+
+// wireTopology asks the node at wire address addr for its topology.
+func (c *Client) wireTopology(ctx context.Context, addr string, out *topology.Topology) error {
+	wc, err := c.wireConn(ctx, addr)
+	if err != nil {
+		return err
+	}
+	t, err := wc.Topology(ctx)
+	if err != nil {
+		return asClientError(err)
+	}
+	*out = *t
+	return nil
 }
 
 // asClientError turns a binary refusal into the SDK's *Error, so retries

@@ -24,11 +24,24 @@
 // over the binary data API on each member's wire port (package
 // node/wireapi) with Options.Transport = TransportBinary: one pipelined
 // connection per member, shared by concurrent callers, with the same
-// routing, refusals and retries. The topology is learnt over HTTP with
-// either transport (Options.Addresses are data API addresses). Nodes whose
-// wire port requires a token (opt-in, see node/wireapi) get
-// Options.WireToken on each new binary connection.
-// TODO(issue 7): learn the topology over the wire port too.
+// routing, refusals and retries. With TransportBinary the topology is
+// learnt over the wire ports too (Options.WireAddresses, then the
+// members' wire addresses), so a binary-only client needs no HTTP;
+// Options.Addresses are asked over HTTP.
+//
+// Authentication: nodes require data-API tokens unless their
+// configuration says dataAuth mode None. Give Options.Credentials (the
+// cluster's <name>-data-key Secret, identity.DataCredentialsFromSecretData):
+// the client delegates itself short-lived tokens and renews them, sending
+// them in the Mesh-Token header over HTTP and presenting them on each
+// binary connection (again after a renewal). Options.Token is a fixed
+// token instead. A refused token is not retried: the error unwraps to
+// dataapi.ErrUnauthenticated (401) or dataapi.ErrForbidden (403).
+//
+// Sealing: binary connections start with a wire session handshake and
+// every packet is sealed (nodes the operator runs require it);
+// Options.ServerKeys pins the node key that must sign the handshake, and
+// Options.Plaintext turns sealing off for nodes that allow it.
 package client
 
 import (
@@ -56,8 +69,12 @@ import (
 // Options configures a Client.
 type Options struct {
 	// Addresses are data API addresses (host:port) to learn the topology
-	// from; any live node will do.
+	// from over HTTP; any live node will do.
 	Addresses []string
+	// WireAddresses are wire-port addresses to learn the topology from
+	// over the binary protocol (TransportBinary only): a binary-only
+	// client gives these and no Addresses.
+	WireAddresses []string
 	// HTTPClient defaults to a client with a 30 s timeout.
 	HTTPClient *http.Client
 	// RetryBase and RetryMax bound the backoff between retries (defaults
@@ -120,8 +137,8 @@ type Client struct {
 
 // New returns a client and learns the topology from one of the addresses.
 func New(ctx context.Context, opts Options) (*Client, error) {
-	if len(opts.Addresses) == 0 {
-		return nil, errors.New("client: at least one address is required")
+	if len(opts.Addresses) == 0 && (len(opts.WireAddresses) == 0 || opts.Transport != TransportBinary) {
+		return nil, errors.New("client: at least one address is required (WireAddresses only with TransportBinary)")
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
@@ -155,12 +172,28 @@ func (c *Client) Topology() *topology.Topology {
 const refreshTimeout = 2 * time.Second
 
 // Refresh re-learns the topology from the known members, then from the
-// configured addresses, keeping the newest epoch seen.
+// configured addresses, keeping the newest epoch seen. With
+// TransportBinary it asks members on their wire ports (and
+// Options.WireAddresses), so a binary-only client never needs HTTP;
+// Options.Addresses are asked over HTTP.
 func (c *Client) Refresh(ctx context.Context) error {
 	var candidates []string
+	binary := c.opts.Transport == TransportBinary
+	overWire := map[string]bool{}
 	if t := c.Topology(); t != nil {
 		for _, m := range t.Members {
-			candidates = append(candidates, m.Data)
+			if binary && m.Wire != "" {
+				candidates = append(candidates, m.Wire)
+				overWire[m.Wire] = true
+			} else {
+				candidates = append(candidates, m.Data)
+			}
+		}
+	}
+	if binary {
+		for _, a := range c.opts.WireAddresses {
+			candidates = append(candidates, a)
+			overWire[a] = true
 		}
 	}
 	candidates = append(candidates, c.opts.Addresses...)
@@ -176,7 +209,12 @@ func (c *Client) Refresh(ctx context.Context) error {
 		seen[addr] = true
 		var t topology.Topology
 		rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
-		err := c.get(rctx, addr, "/v1/topology", &t)
+		var err error
+		if overWire[addr] {
+			err = c.wireTopology(rctx, addr, &t)
+		} else {
+			err = c.get(rctx, addr, "/v1/topology", &t)
+		}
 		cancel()
 		if err != nil {
 			errs = append(errs, err)

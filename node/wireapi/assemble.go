@@ -51,6 +51,11 @@ func (a *assembler) add(h wire.Header, frames [][]byte) (*request, error) {
 			}
 			r.poll = req
 			return r, nil
+		case kindTopology:
+			if len(frames) != 1 || len(head) != 1 || h.Flags&wire.FlagFin == 0 {
+				return nil, fmt.Errorf("%w: a topology request is one byte in one packet", ErrProtocol)
+			}
+			return r, nil
 		case kindAuth:
 			if len(frames) != 1 || h.Flags&wire.FlagFin == 0 {
 				return nil, fmt.Errorf("%w: an auth request is one frame in one packet", ErrProtocol)

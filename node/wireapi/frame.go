@@ -68,6 +68,8 @@ const (
 	kindPoll     msgKind = 2    // client → node: limit, cursor
 	kindAuth     msgKind = 3    // client → node: permission token
 	kindAuthOK   msgKind = 0x83 // node → client: token accepted
+	kindTopology msgKind = 4    // client → node: the node's topology, please
+	kindTopoOK   msgKind = 0x84 // node → client: topology JSON follows as one frame
 	kindIngestOK msgKind = 0x81 // node → client: one shard per event
 	kindPollOK   msgKind = 0x82 // node → client: flags, cursor, stalled shards; events follow
 	kindRefused  msgKind = 0x8f // node → client: typed refusal

@@ -14,6 +14,7 @@ import (
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/wire"
 	"github.com/purplerain/mesh-operator/node/dataapi"
+	"github.com/purplerain/mesh-operator/node/refusal"
 )
 
 // ErrServerClosed is returned by Serve and ServeConn after Close.
@@ -281,6 +282,7 @@ func (c *serverConn) authorize(scope identity.Scope) string {
 	switch {
 	case c.granted == 0:
 		return "authenticate first: send a permission token"
+	case scope == 0: // either data scope will do
 	case !c.granted.Has(scope):
 		return fmt.Sprintf("token does not grant %v", scope)
 	case !c.notAfter.IsZero() && !c.s.o.Now().Before(c.notAfter):
@@ -349,6 +351,17 @@ func (c *serverConn) serve(ctx context.Context, req *request) {
 			break
 		}
 		err = appendPollOK(p, resp)
+	case kindTopology:
+		if why := c.authorize(0); why != "" {
+			err = appendRefused(p, dataapi.ErrorResponse{Code: dataapi.CodeRejected, Error: why})
+			break
+		}
+		t := c.s.o.Backend.Topology()
+		if t == nil {
+			err = c.refuse(p, refusal.ErrNoTopology)
+			break
+		}
+		err = appendTopologyOK(p, t)
 	}
 	if err != nil {
 		// An answer that cannot be framed (an event too large for a
