@@ -30,8 +30,10 @@ import (
 // /v1/rules) only where the hash differs. The push is idempotent and keeps
 // the rate windows of unchanged rules, so a repeated or overlapping push
 // changes nothing. Members answer within rulesCallTimeout or are retried
-// after rulesRetry; a member that becomes ready again triggers a pass (the
-// pod watch), so a restarted node is checked as soon as it serves.
+// after rulesRetry (a member the lease keeper has not reached for a whole
+// lease is not asked, so a cut-off node does not slow every pass); a member
+// that becomes ready again triggers a pass (the pod watch), so a restarted
+// node is checked as soon as it serves.
 
 const (
 	// rulesCallTimeout bounds each member's status read and push.
@@ -89,6 +91,15 @@ func (r *MeshClusterReconciler) reconcileRules(ctx context.Context, mc *meshv1.M
 		if !obs.PodReady[m.Name] {
 			// A node that is not ready yet loads the ConfigMap's rules
 			// when it starts, and is checked once it is ready.
+			continue
+		}
+		if r.Leases.Unreachable(client.ObjectKeyFromObject(mc), m.Name, t.Lease()) {
+			// No topology push reached it for a whole lease (cut off,
+			// hung): do not hold the pass up for rulesCallTimeout; the
+			// retry checks it again.
+			mu.Lock()
+			failed = append(failed, fmt.Errorf("%s: no topology push answered for a lease", m.Name))
+			mu.Unlock()
 			continue
 		}
 		wg.Add(1)
