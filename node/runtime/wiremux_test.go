@@ -59,13 +59,16 @@ func newRig(tb testing.TB, host int, ackPolicy string) *rig {
 	stops = append(stops, func() { _ = owner.Close() })
 	repl, err := replication.NewServer(replication.ServerOptions{
 		Source: owner.OwnerSource(), Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), Logger: log,
+		SessionKey: owner.ClusterKey,
 	})
 	if err != nil {
 		fail(err)
 	}
 	stops = append(stops, func() { _ = repl.Close() })
 	owner.SetReplicas(repl)
-	wd, err := wireapi.NewServer(wireapi.ServerOptions{Backend: owner, Logger: log})
+	// Sessions are signed as the runtime signs them; plain connections
+	// stay allowed so tests and benchmarks can compare.
+	wd, err := wireapi.NewServer(wireapi.ServerOptions{Backend: owner, Logger: log, SessionKey: owner.ClusterKey})
 	if err != nil {
 		fail(err)
 	}
