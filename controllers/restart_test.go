@@ -534,6 +534,64 @@ var _ = Describe("Operator restarts at every failpoint", func() {
 	})
 })
 
+var _ = Describe("Operator restarts during concurrent moves", func() {
+	ctx := context.Background()
+
+	It("resumes every move of a concurrent batch from status, each shard cut over once", func() {
+		const name = "batch"
+		mc := newCluster(name)
+		mc.Spec.Nodes = 2
+		mc.Spec.Shards.Count = 8
+		mc.Spec.Migration.MaxConcurrent = 3
+		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
+		kubelet := startKubelet(name)
+		before := waitAvailable(name)
+		hist := watchHistory(name)
+		nodes := watchNodes(kubelet, name)
+		load := startCountedIngest(kubelet)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("adding a third active (two shards move at once), the operator crashing at each step of the batch")
+		crash := armCrasher(name, 30)
+		mark := hist.mark()
+		crash.arm(true)
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Nodes = 3 })
+		crash.runUntil("concurrent moves", 3*time.Minute, func(g Gomega) bool {
+			got := getCluster(g, name)
+			counts := ownedCounts(got)
+			if len(counts) != 3 || len(got.Status.Migrations) != 0 {
+				return false
+			}
+			for _, c := range counts {
+				if c < 2 || c > 3 {
+					return false
+				}
+			}
+			return true
+		})
+		crash.arm(false)
+		fmt.Fprintf(GinkgoWriter, "concurrent moves done after %d crashes at %v\n", crash.count(), crash.steps(0))
+		Expect(crash.steps(0)).To(ContainElements("handoff-follow-pushed", "handoff-fenced", "handoff-cutover-pushed"))
+		moved := 0
+		for id, owners := range hist.ownersSince(mark) {
+			Expect(len(owners)).To(BeNumerically("<=", 2), "shard %d: owners %v (one cutover at most)", id, owners)
+			if len(owners) == 2 {
+				moved++
+				Expect(owners[0]).To(Equal(before.Status.Shards[id].Owner))
+			}
+		}
+		Expect(moved).To(Equal(2))
+		problems, _ := nodes.problems()
+		Expect(problems).To(BeEmpty())
+		Expect(hist.problems()).To(BeEmpty())
+
+		By("reading back every acknowledged event exactly once")
+		load.expectExactlyOnce(kubelet.dataAddrs())
+	})
+})
+
 var _ = Describe("A restarted operator", func() {
 	ctx := context.Background()
 
