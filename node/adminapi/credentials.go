@@ -26,14 +26,13 @@ import (
 // nothing) and is checked whole before anything changes, so a refused
 // request leaves the node as it was.
 //
-// Tokens are checked when presented: the admin and HTTP data APIs check
-// every request (the data API's cache of verified tokens is dropped when
-// the trusted keys change), so a dropped key stops working at once.
-// TODO(issue 8): connections authenticated before a drop keep their
-// grant: replication streams (a follower's token is checked when its
-// stream opens) and binary data-API connections (checked at auth, until
-// the token expires or the client renews it) should be re-verified or
-// closed when the key they were opened with is no longer trusted.
+// A dropped key stops working at once: the admin API checks every
+// request, the HTTP data API's cache of verified tokens and the binary
+// data API's connection grants are verified again when the trusted keys
+// change (identity.Verifier.Generation).
+// TODO(issue 8): replication streams opened before a drop keep running
+// (a follower's token is checked when its stream opens); close those whose
+// token's key is no longer trusted.
 
 // Credentials is the GET /v1/credentials answer and the PUT body. Keys
 // are raw 32-byte ed25519 public keys (base64 in JSON).

@@ -94,3 +94,39 @@ func TestAuthenticationIsOptIn(t *testing.T) {
 		}
 	})
 }
+
+// TestRotationDropsTheGrantOfAnOpenConnection: a connection authenticated
+// with a token whose root key a credential rotation drops loses its grant
+// on its next request, although the token has not expired; one rooted at
+// a key still trusted keeps it.
+func TestRotationDropsTheGrantOfAnOpenConnection(t *testing.T) {
+	ctx := context.Background()
+	oldKey, _ := identity.Generate(nil)
+	newKey, _ := identity.Generate(nil)
+	app, _ := identity.Generate(nil)
+	now := time.Now()
+	v := identity.NewVerifier([]ed25519.PublicKey{oldKey.PublicKey(), newKey.PublicKey()})
+	n := newNode(t, ownerOf(1, "a"))
+	withVerifier := func(o *ServerOptions) { o.Verifier = v }
+	_, oldConn := serve(t, n, withVerifier)
+	_, newConn := serve(t, n, withVerifier)
+	if err := oldConn.Authenticate(ctx, issue(t, oldKey, app, identity.ScopeIngest, now, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := newConn.Authenticate(ctx, issue(t, newKey, app, identity.ScopeIngest, now, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Conn{oldConn, newConn} {
+		if _, err := c.Ingest(ctx, []dataapi.Event{{Payload: []byte("grace")}}); err != nil {
+			t.Fatalf("during the grace period: %v", err)
+		}
+	}
+	v.SetTrusted([]ed25519.PublicKey{newKey.PublicKey()})
+	var re *RefusedError
+	if _, err := oldConn.Ingest(ctx, []dataapi.Event{{Payload: []byte("after")}}); !errors.As(err, &re) || re.Code != dataapi.CodeRejected {
+		t.Fatalf("old-key connection after the drop: %v, want a rejected refusal", err)
+	}
+	if _, err := newConn.Ingest(ctx, []dataapi.Event{{Payload: []byte("after")}}); err != nil {
+		t.Fatalf("new-key connection after the drop: %v", err)
+	}
+}

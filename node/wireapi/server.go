@@ -230,6 +230,12 @@ type serverConn struct {
 	amu      sync.Mutex
 	granted  identity.Scope
 	notAfter time.Time
+	// tok is the token granted and gen the verifier's trust generation
+	// it was verified under: when a credential rotation changes the
+	// trusted keys, authorize verifies tok again, so a connection opened
+	// with a dropped key loses its grant at once.
+	tok *identity.Token
+	gen uint64
 }
 
 // authenticate checks an auth request's token and answers it.
@@ -245,6 +251,7 @@ func (c *serverConn) authenticate(req *request) {
 	}
 	var granted identity.Scope
 	var notAfter time.Time
+	gen := v.Generation() // before verifying: a change during it re-verifies
 	reason := "token grants neither ingest nor consume"
 	tok, err := identity.ParseToken(req.token)
 	if err != nil {
@@ -266,7 +273,7 @@ func (c *serverConn) authenticate(req *request) {
 		_ = appendAuthOK(p)
 	}
 	c.amu.Lock()
-	c.granted, c.notAfter = granted, notAfter
+	c.granted, c.notAfter, c.tok, c.gen = granted, notAfter, tok, gen
 	c.amu.Unlock()
 	c.end(req.id)
 	c.write(p)
@@ -279,6 +286,20 @@ func (c *serverConn) authorize(scope identity.Scope) string {
 	}
 	c.amu.Lock()
 	defer c.amu.Unlock()
+	if v := c.s.o.Verifier; c.tok != nil && c.granted != 0 && v.Generation() != c.gen {
+		c.gen = v.Generation()
+		var granted identity.Scope
+		for _, sc := range []identity.Scope{identity.ScopeIngest, identity.ScopeConsume} {
+			if v.Verify(c.tok, c.s.o.Now(), sc) == nil {
+				granted |= sc
+			}
+		}
+		if granted == 0 {
+			c.granted = 0
+			return "the token's key is no longer trusted (credentials rotated): authenticate again"
+		}
+		c.granted = granted
+	}
 	switch {
 	case c.granted == 0:
 		return "authenticate first: send a permission token"
