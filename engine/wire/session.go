@@ -354,6 +354,7 @@ type SessionConn struct {
 	replay *ReplayWindow
 	hdr    [HeaderSize]byte
 	sealed []byte
+	plain  []byte // backing store of rbuf, reused per packet
 	rbuf   []byte // opened bytes not yet returned
 	rerr   error
 }
@@ -373,37 +374,75 @@ func newSessionConn(conn net.Conn, sendKey, recvKey []byte, id uint64) (*Session
 // SessionID is the id the server chose for the session.
 func (c *SessionConn) SessionID() uint64 { return c.id }
 
-// Write buffers b and sends, sealed, every packet it completes. It returns
-// len(b) once those are written.
+// Write sends, sealed, every packet b completes (with what earlier writes
+// left incomplete) and keeps an incomplete tail for the next write. It
+// returns len(b) once those are written.
 func (c *SessionConn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = append(c.wbuf, b...)
+	n := len(b)
 	c.out = c.out[:0]
-	for len(c.wbuf) >= HeaderSize {
+	// Complete a packet started by an earlier write.
+	for len(c.wbuf) > 0 && len(b) > 0 {
+		if len(c.wbuf) < HeaderSize {
+			take := min(HeaderSize-len(c.wbuf), len(b))
+			c.wbuf = append(c.wbuf, b[:take]...)
+			b = b[take:]
+			if len(c.wbuf) < HeaderSize {
+				break
+			}
+		}
 		h, err := DecodeHeader(c.wbuf)
 		if err != nil {
 			return 0, fmt.Errorf("wire: session write: %w", err)
 		}
-		n := HeaderSize + int(h.PayloadLen)
-		if len(c.wbuf) < n {
+		need := HeaderSize + int(h.PayloadLen)
+		take := min(need-len(c.wbuf), len(b))
+		c.wbuf = append(c.wbuf, b[:take]...)
+		b = b[take:]
+		if len(c.wbuf) < need {
 			break
 		}
-		h.SessionID = c.id
-		if c.out, err = c.sealer.Seal(c.out, &h, c.wbuf[HeaderSize:n]); err != nil {
+		if err := c.seal(c.wbuf); err != nil {
+			return 0, err
+		}
+		c.wbuf = c.wbuf[:0]
+	}
+	// Seal whole packets straight from b; keep the tail.
+	for len(b) >= HeaderSize && len(c.wbuf) == 0 {
+		h, err := DecodeHeader(b)
+		if err != nil {
 			return 0, fmt.Errorf("wire: session write: %w", err)
 		}
-		c.wbuf = c.wbuf[n:]
+		size := HeaderSize + int(h.PayloadLen)
+		if len(b) < size {
+			break
+		}
+		if err := c.seal(b[:size]); err != nil {
+			return 0, err
+		}
+		b = b[size:]
 	}
-	if len(c.wbuf) == 0 {
-		c.wbuf = c.wbuf[:0:cap(c.wbuf)]
-	}
+	c.wbuf = append(c.wbuf, b...)
 	if len(c.out) > 0 {
 		if _, err := c.Conn.Write(c.out); err != nil {
 			return 0, err
 		}
 	}
-	return len(b), nil
+	return n, nil
+}
+
+// seal appends the sealed form of one whole plain packet to c.out.
+func (c *SessionConn) seal(pkt []byte) error {
+	h, err := DecodeHeader(pkt)
+	if err != nil {
+		return fmt.Errorf("wire: session write: %w", err)
+	}
+	h.SessionID = c.id
+	if c.out, err = c.sealer.Seal(c.out, &h, pkt[HeaderSize:]); err != nil {
+		return fmt.Errorf("wire: session write: %w", err)
+	}
+	return nil
 }
 
 // Read returns opened packet bytes. A packet that fails to open, is not
@@ -450,9 +489,12 @@ func (c *SessionConn) readPacket() error {
 	if err := c.replay.Check(h.Sequence); err != nil {
 		return err
 	}
-	// The plaintext goes after the header in a fresh buffer the caller
-	// reads from.
-	buf := make([]byte, HeaderSize, HeaderSize+len(c.sealed))
+	// The plaintext goes after the header in the read buffer, which Read
+	// has drained by now.
+	if cap(c.plain) < HeaderSize+len(c.sealed) {
+		c.plain = make([]byte, HeaderSize+MaxPayloadSize)
+	}
+	buf := c.plain[:HeaderSize]
 	p, err := c.opener.Open(buf[HeaderSize:], Packet{Header: h, Payload: c.sealed})
 	if err != nil {
 		return err

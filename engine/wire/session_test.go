@@ -289,3 +289,45 @@ func TestAllowUnsignedStillRefusesAStrangeSigner(t *testing.T) {
 		t.Fatalf("welcome signed by a stranger: %v", err)
 	}
 }
+
+// TestSessionWritesInAnyPieces writes a stream of packets (one with an
+// empty payload) cut at every possible size of piece: the reader gets the
+// same packets.
+func TestSessionWritesInAnyPieces(t *testing.T) {
+	var stream []byte
+	for i := uint64(1); i <= 6; i++ {
+		if i == 3 {
+			var hb [HeaderSize]byte
+			h := Header{Subprotocol: 7, Sequence: i, Flags: FlagHeartbeat}
+			h.Put(&hb)
+			stream = append(stream, hb[:]...)
+			continue
+		}
+		stream = append(stream, testPacket(t, i, string(bytes.Repeat([]byte{byte(i)}, int(i)*37)))...)
+	}
+	for _, piece := range []int{1, 7, 63, 64, 65, 100, len(stream)} {
+		cc, sc := net.Pipe()
+		c, s, err := handshake(t, ClientSession{Subprotocol: 7}, ServerSession{}, cc, sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for rest := stream; len(rest) > 0; {
+				n := min(piece, len(rest))
+				if _, err := c.Write(rest[:n]); err != nil {
+					return
+				}
+				rest = rest[n:]
+			}
+		}()
+		got := make([]byte, len(stream))
+		if _, err := io.ReadFull(s, got); err != nil {
+			t.Fatalf("pieces of %d: %v", piece, err)
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("pieces of %d: the stream read back differs", piece)
+		}
+		cc.Close()
+		sc.Close()
+	}
+}

@@ -29,18 +29,21 @@ type benchRig struct {
 	f  *Follower
 }
 
-func newBenchRig(b *testing.B) *benchRig { return newBenchRigWith(b, "", false) }
+func newBenchRig(b *testing.B, plain ...bool) *benchRig {
+	return newBenchRigWith(b, "", false, len(plain) > 0 && plain[0])
+}
 
 // newBenchRigWith puts the follower's log in dir (disk mode, FsyncNever)
 // when dir is set, and makes it fsync before each ack when sync is set.
-func newBenchRigWith(b *testing.B, dir string, sync bool) *benchRig {
+func newBenchRigWith(b *testing.B, dir string, sync bool, plain ...bool) *benchRig {
 	k := newKeys(b)
 	src := newSource(1)
 	ol := openLog(b, redex.Options{TailBuffer: 8192, Retention: redex.Retention{MaxEvents: 1 << 18}})
 	src.add(0, ol)
 	ow := startOwner(b, k, src, "", func(o *ServerOptions) { o.HeartbeatInterval = 250 * time.Millisecond })
 	fl := openLog(b, redex.Options{Dir: dir, Retention: redex.Retention{MaxEvents: 1 << 18}})
-	f := startFollower(b, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(b, nil), AckInterval: 100 * time.Millisecond, SyncBeforeAck: sync})
+	f := startFollower(b, FollowerOptions{Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(b, nil), AckInterval: 100 * time.Millisecond, SyncBeforeAck: sync,
+		Plaintext: len(plain) > 0 && plain[0]})
 	waitFor(b, "connected", func() bool { return f.Status().Connected })
 	return &benchRig{ow: ow, ol: ol, fl: fl, f: f}
 }
@@ -49,12 +52,15 @@ func newBenchRigWith(b *testing.B, dir string, sync bool) *benchRig {
 // the follower has appended every one: events/s through the whole path
 // (owner log, read/tail, TCP loopback, decode, follower log).
 func BenchmarkReplicatedAppend(b *testing.B) {
+	// The plain variants skip the wire session (followers seal by
+	// default), so the cost of sealing shows side by side.
 	for _, size := range []struct {
-		name string
-		n    int
-	}{{"64B", 64}, {"1KiB", 1024}} {
+		name  string
+		n     int
+		plain bool
+	}{{"64B", 64, false}, {"1KiB", 1024, false}, {"64B-plain", 64, true}, {"1KiB-plain", 1024, true}} {
 		b.Run(size.name, func(b *testing.B) {
-			r := newBenchRig(b)
+			r := newBenchRig(b, size.plain)
 			const batch = 64
 			ps := make([][]byte, batch)
 			for i := range ps {
