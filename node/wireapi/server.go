@@ -303,8 +303,7 @@ func (c *serverConn) authorize(scope identity.Scope) string {
 	switch {
 	case c.granted == 0:
 		return "authenticate first: send a permission token"
-	case scope == 0: // either data scope will do
-	case !c.granted.Has(scope):
+	case scope != 0 && !c.granted.Has(scope): // 0: either data scope will do
 		return fmt.Sprintf("token does not grant %v", scope)
 	case !c.notAfter.IsZero() && !c.s.o.Now().Before(c.notAfter):
 		return "token expired"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,5 +47,23 @@ func TestTopologyOverTheWire(t *testing.T) {
 	}
 	if got, err := sc.Topology(ctx); err != nil || got.Epoch != want.Epoch {
 		t.Fatalf("topology with a consume token: %v", err)
+	}
+	// Once the token's life is over, the topology is refused too.
+	var late atomic.Bool
+	_, ec := serve(t, n, func(o *ServerOptions) {
+		o.Verifier = identity.NewVerifier([]ed25519.PublicKey{op.PublicKey()})
+		o.Now = func() time.Time {
+			if late.Load() {
+				return time.Now().Add(2 * time.Hour)
+			}
+			return time.Now()
+		}
+	})
+	if err := ec.Authenticate(ctx, tok.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	late.Store(true)
+	if _, err := ec.Topology(ctx); !errors.Is(err, dataapi.ErrForbidden) {
+		t.Fatalf("topology with an expired token: %v", err)
 	}
 }
