@@ -679,7 +679,8 @@ type MemberStatus struct {
 	// Revision is the StatefulSet revision the pod runs.
 	// +optional
 	Revision string `json:"revision,omitempty"`
-	// Subnet is the node's subnet as it reports it (e.g. "3.7.0.0").
+	// Subnet is the node's subnet as it reports it (e.g. "3.7": region 3,
+	// fleet 7; unset levels are left out).
 	// +optional
 	Subnet string `json:"subnet,omitempty"`
 }
