@@ -134,7 +134,7 @@ docs: ## Regenerate docs/reference.md from the API types' comments.
 ##@ Local cluster
 
 .PHONY: demo
-demo: k8s-binaries ## Run the operator and the sample MeshCluster on a local cluster (pods as processes).
+demo: k8s-binaries ## Run the operator and the sample MeshCluster on a local cluster (pods as processes), ingest events with meshctl.
 	hack/demo.sh up
 
 .PHONY: demo-down
