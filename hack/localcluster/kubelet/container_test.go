@@ -33,7 +33,7 @@ func newRunnerFixture(t *testing.T, spec corev1.Container, policy corev1.Restart
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := NewIPPool(netip.MustParseAddr("127.0.0.100"), netip.MustParseAddr("127.0.0.199"))
+	pool, err := NewIPPool(netip.MustParseAddr("127.0.8.20"), netip.MustParseAddr("127.0.8.99"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,18 +273,18 @@ func TestProbesReportReadinessAndALivenessFailureRestarts(t *testing.T) {
 
 func TestIPPoolSkipsAddressesWithATakenPort(t *testing.T) {
 	port := freePort(t)
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.150", strconv.Itoa(port)))
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.8.180", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	pool, err := NewIPPool(netip.MustParseAddr("127.0.0.150"), netip.MustParseAddr("127.0.0.151"))
+	pool, err := NewIPPool(netip.MustParseAddr("127.0.8.180"), netip.MustParseAddr("127.0.8.181"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := pool.Allocate([]int32{int32(port)})
-	if err != nil || a.String() != "127.0.0.151" {
-		t.Fatalf("Allocate = %v, %v; want 127.0.0.151 (port taken on .150)", a, err)
+	if err != nil || a.String() != "127.0.8.181" {
+		t.Fatalf("Allocate = %v, %v; want 127.0.8.181 (port taken on .180)", a, err)
 	}
 	if _, err := pool.Allocate([]int32{int32(port)}); err == nil {
 		t.Fatal("allocated with every address used or blocked")

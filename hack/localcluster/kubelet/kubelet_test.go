@@ -78,7 +78,7 @@ func TestKubeletRunsAPodEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	root, logs := t.TempDir(), t.TempDir()
-	ips, err := NewIPPool(netip.MustParseAddr("127.0.0.200"), netip.MustParseAddr("127.0.0.220"))
+	ips, err := NewIPPool(netip.MustParseAddr("127.0.8.200"), netip.MustParseAddr("127.0.8.220"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestKubeletRunsAPodEndToEnd(t *testing.T) {
 		return ready && got.Spec.NodeName == "test-node" && got.Status.Phase == corev1.PodRunning, got.Status.String()
 	})
 	ip := got.Status.PodIP
-	if !strings.HasPrefix(ip, "127.0.0.2") {
+	if !strings.HasPrefix(ip, "127.0.8.2") {
 		t.Errorf("pod IP %q is not from the pool", ip)
 	}
 	if cs := got.Status.ContainerStatuses; len(cs) != 1 || !cs[0].Ready || cs[0].State.Running == nil || !strings.HasPrefix(cs[0].ContainerID, "process://") {
