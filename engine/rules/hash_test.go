@@ -38,3 +38,29 @@ func TestHashIdentifiesBehaviour(t *testing.T) {
 		t.Fatalf("Specs did not round-trip: %s", data)
 	}
 }
+
+// Declaration order changes nothing a set enforces (verdicts list failing
+// rules sorted, windows are kept per rule), so it must not change the
+// hash: a reordered spec.rules would otherwise be pushed to every node as a
+// change.
+func TestHashIgnoresDeclarationOrder(t *testing.T) {
+	a := mustParse(t, `[{"name":"r","require":{"field":"speed","op":"le","value":400}},
+		{"name":"k","rateLimit":{"key":"device","max":2,"window":"1s"}},
+		{"name":"a","require":{"field":"id","op":"exists"}}]`)
+	b := mustParse(t, `[{"name":"a","require":{"field":"id","op":"exists"}},
+		{"name":"r","require":{"field":"speed","op":"le","value":400}},
+		{"name":"k","rateLimit":{"key":"device","max":2,"window":"1s"}}]`)
+	if a.Hash() != b.Hash() {
+		t.Fatalf("the same rules in another order hash differently: %s vs %s", a.Hash(), b.Hash())
+	}
+	// Same names, behaviours swapped between them: a different set.
+	c := mustParse(t, `[{"name":"a","require":{"field":"speed","op":"le","value":400}},
+		{"name":"k","rateLimit":{"key":"device","max":2,"window":"1s"}},
+		{"name":"r","require":{"field":"id","op":"exists"}}]`)
+	if c.Hash() == a.Hash() {
+		t.Fatal("rules whose names swapped behaviours kept the hash")
+	}
+	if got := (&Set{rules: a.rules}).Hash(); got != a.Hash() {
+		t.Fatalf("an uncompiled copy hashes %s, the compiled set %s", got, a.Hash())
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -140,6 +142,8 @@ func New(s Spec) (*Rule, error) {
 type Set struct {
 	rules []*Rule
 	specs []Spec
+	// hash is Hash, computed once by Compile (a Set never changes).
+	hash string
 	// fields are the paths the rules read, extracted from each payload.
 	fields fieldTree
 }
@@ -170,13 +174,25 @@ func (s *Set) Specs() []Spec {
 }
 
 // Hash identifies the set's behaviour: a digest of every rule's canonical
-// JSON in declaration order. Two sets with the same hash enforce the same
+// JSON, taken in name order. Two sets with the same hash enforce the same
 // rules, so whoever distributes rules (the operator) can compare the hash
-// a node reports with the one it wants instead of pushing again. The empty
+// a node reports with the one it wants instead of pushing again. The order
+// rules are declared in does not change what a set enforces (verdicts name
+// failing rules sorted, rate windows are kept per rule), so it does not
+// change the hash either: reordering spec.rules pushes nothing. The empty
 // and the nil set share one hash.
 func (s *Set) Hash() string {
+	if s != nil && s.hash != "" {
+		return s.hash
+	}
+	return hashRules(s.Rules())
+}
+
+func hashRules(rs []*Rule) string {
+	// Names are unique within a set, so name order is a total order.
+	sorted := slices.SortedFunc(slices.Values(rs), func(a, b *Rule) int { return strings.Compare(a.name, b.name) })
 	h := sha256.New()
-	for _, r := range s.Rules() {
+	for _, r := range sorted {
 		// Length-prefixed, so no two lists of fingerprints collide.
 		fmt.Fprintf(h, "%d:%s", len(r.fingerprint), r.fingerprint)
 	}
@@ -223,6 +239,7 @@ func Compile(specs []Spec) (*Set, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	set.hash = hashRules(set.rules)
 	return set, nil
 }
 
