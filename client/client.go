@@ -105,6 +105,9 @@ type Options struct {
 	// handshake with (the cluster key's public half); without them a
 	// sealed session resists passive observers but not a man in the
 	// middle.
+	// TODO(issue 7): publish the cluster key's public half with the data
+	// credentials (kept current by credential rotation) so the SDK pins
+	// node keys by default.
 	ServerKeys []ed25519.PublicKey
 }
 
