@@ -63,6 +63,11 @@ func TestSetTrustedSwapsTheRootKeys(t *testing.T) {
 	if v.Generation() == gen {
 		t.Fatal("SetTrusted did not change the generation: caches would keep trusting dropped keys")
 	}
+	gen = v.Generation()
+	v.SetTrusted([]ed25519.PublicKey{newKey.PublicKey(), oldKey.PublicKey()})
+	if v.Generation() != gen {
+		t.Fatal("setting the same keys again changed the generation: every cache would verify again for nothing")
+	}
 	for _, k := range []*KeyPair{oldKey, newKey} {
 		if err := v.Verify(issue(k), now, ScopeAdmin); err != nil {
 			t.Fatalf("grace period: %v", err)

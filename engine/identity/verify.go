@@ -56,17 +56,43 @@ func NewVerifier(trusted []ed25519.PublicKey, opts ...VerifierOption) *Verifier 
 
 // SetTrusted replaces the trusted root keys. Verifications already under
 // way finish against the set they started with; later ones use the new
-// set. The caller keeps ownership of trusted (it is copied).
+// set. The caller keeps ownership of trusted (it is copied). Setting the
+// same set again (in any order) changes nothing, not even Generation.
 func (v *Verifier) SetTrusted(trusted []ed25519.PublicKey) {
 	keys := make([]ed25519.PublicKey, 0, len(trusted))
 	for _, k := range trusted {
 		keys = append(keys, append(ed25519.PublicKey(nil), k...))
 	}
+	if old := v.trusted.Load(); old != nil && sameKeys(*old, keys) {
+		return
+	}
 	v.trusted.Store(&keys)
 	v.gen.Add(1)
 }
 
-// Generation changes whenever SetTrusted replaces the trusted keys. A
+func sameKeys(a, b []ed25519.PublicKey) bool {
+	has := func(set []ed25519.PublicKey, k ed25519.PublicKey) bool {
+		for _, x := range set {
+			if x.Equal(k) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, k := range a {
+		if !has(b, k) {
+			return false
+		}
+	}
+	for _, k := range b {
+		if !has(a, k) {
+			return false
+		}
+	}
+	return true
+}
+
+// Generation changes whenever SetTrusted changes the trusted keys. A
 // caller that caches verification results keeps the generation it
 // verified under and verifies again when it changed, so a key that is no
 // longer trusted stops working at once, not when the cached token expires.

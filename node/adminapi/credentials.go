@@ -27,12 +27,11 @@ import (
 // request leaves the node as it was.
 //
 // A dropped key stops working at once: the admin API checks every
-// request, the HTTP data API's cache of verified tokens and the binary
-// data API's connection grants are verified again when the trusted keys
-// change (identity.Verifier.Generation).
-// TODO(issue 8): replication streams opened before a drop keep running
-// (a follower's token is checked when its stream opens); close those whose
-// token's key is no longer trusted.
+// request, and what was verified before (the HTTP data API's cache of
+// tokens, the binary data API's connection grants, replication streams)
+// is verified again when the trusted keys change
+// (identity.Verifier.Generation); a replication stream whose token's key
+// was dropped ends at its next heartbeat.
 
 // Credentials is the GET /v1/credentials answer and the PUT body. Keys
 // are raw 32-byte ed25519 public keys (base64 in JSON).

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -307,6 +308,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		}
 		return refusalError(msg, sub.Epoch, sub.From)
 	}
+	gen, acceptedAt := s.o.Verifier.Generation(), s.o.Now()
 	if reason := s.checkToken(sub); reason != "" {
 		return refuse(RefuseDenied, 0, reason)
 	}
@@ -357,7 +359,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		return fmt.Errorf("replication: send accept: %w", err)
 	}
 
-	st := &stream{s: s, conn: conn, pw: pw, lg: lg, sub: sub}
+	st := &stream{s: s, conn: conn, pw: pw, lg: lg, sub: sub, token: bytes.Clone(sub.Token), gen: gen, acceptedAt: acceptedAt}
 	st.sent.Store(sub.From)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -386,14 +388,19 @@ func (s *Server) ServeConn(conn net.Conn) error {
 
 // checkToken returns why the subscription's token is refused, or "".
 func (s *Server) checkToken(sub subscribeMsg) string {
-	if len(sub.Token) == 0 {
+	return s.verifyToken(sub.Token, sub.Shard, s.o.Now())
+}
+
+// verifyToken returns why token is refused for shard at time at, or "".
+func (s *Server) verifyToken(token []byte, shard uint16, at time.Time) string {
+	if len(token) == 0 {
 		return "no token"
 	}
-	tok, err := identity.ParseToken(sub.Token)
+	tok, err := identity.ParseToken(token)
 	if err != nil {
 		return err.Error()
 	}
-	if err := s.o.Verifier.Verify(tok, s.o.Now(), identity.ScopeReplicate, identity.ForShard(sub.Shard)); err != nil {
+	if err := s.o.Verifier.Verify(tok, at, identity.ScopeReplicate, identity.ForShard(shard)); err != nil {
 		return err.Error()
 	}
 	return ""
@@ -409,6 +416,14 @@ type stream struct {
 	// sent is one past the highest seq handed to the socket: a follower
 	// can never acknowledge more.
 	sent atomic.Uint64
+	// token was accepted at acceptedAt under the verifier's trust
+	// generation gen; when a credential rotation changes the trusted
+	// keys, the next heartbeat checks it again (at acceptedAt: a token
+	// that merely expired since keeps its stream) and ends the stream if
+	// its key is no longer trusted.
+	token      []byte
+	gen        uint64
+	acceptedAt time.Time
 }
 
 // readAcks consumes the follower's acknowledgements until the connection
@@ -573,6 +588,15 @@ func (st *stream) addEntry(e redex.Entry) error {
 // stream ends with a stale-epoch refusal instead: the follower resubscribes
 // once it has the new topology.
 func (st *stream) addHeartbeat() error {
+	if g := st.s.o.Verifier.Generation(); g != st.gen {
+		st.gen = g
+		if reason := st.s.verifyToken(st.token, st.sub.Shard, st.acceptedAt); reason != "" {
+			if err := st.flush(); err != nil {
+				return err
+			}
+			return st.refuse(RefuseDenied, 0, "the stream's token is no longer trusted: "+reason)
+		}
+	}
 	epoch := st.s.o.Source.Epoch()
 	if epoch > st.sub.Epoch {
 		if err := st.flush(); err != nil {
