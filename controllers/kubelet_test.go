@@ -240,9 +240,14 @@ func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, nam
 	runCtx, cancel := context.WithCancel(context.Background())
 	rp := &runningPod{ip: ip, revision: rev, cancel: cancel, exited: make(chan error, 1)}
 	hp := func(port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
-	// A gated cluster's wire port is a proxy the test can pause
-	// (migration_test.go).
+	// A gated cluster's wire and admin ports are proxies the test can
+	// pause (migration_test.go).
 	wire, err := gateWire(runCtx, k.cluster, name, hp(nodeconfig.WirePort))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	admin, err := gateAdmin(runCtx, k.cluster, name, hp(nodeconfig.AdminPort))
 	if err != nil {
 		cancel()
 		return nil, err
@@ -250,7 +255,7 @@ func (k *testKubelet) startPod(ctx context.Context, sts *appsv1.StatefulSet, nam
 	go func() {
 		rp.exited <- runtime.Run(runCtx, runtime.Options{
 			Config: cfg, Name: name,
-			AdminAddr: hp(nodeconfig.AdminPort), DataAddr: hp(nodeconfig.DataPort), WireAddr: wire,
+			AdminAddr: admin, DataAddr: hp(nodeconfig.DataPort), WireAddr: wire,
 			DrainTimeout: 2 * time.Second,
 		})
 	}()

@@ -19,6 +19,7 @@ import (
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	meshclient "github.com/purplerain/mesh-operator/client"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -41,11 +42,13 @@ type wireGate struct {
 var (
 	gatedMu       sync.Mutex
 	gatedClusters = map[string]bool{}
-	gates         = map[string]*wireGate{}
+	gates         = map[string]*wireGate{} // by pod and port: "<pod>/<port>"
+	gatesByFront  = map[string]*wireGate{} // by the address it listens on
 )
 
-// gateClusterWire makes the test kubelet put a wireGate in front of the
-// wire port of every node of cluster it starts from now on.
+// gateClusterWire makes the test kubelet put a gate (wireGate) in front of
+// the wire port and the admin port of every node of cluster it starts
+// from now on.
 func gateClusterWire(cluster string) {
 	gatedMu.Lock()
 	defer gatedMu.Unlock()
@@ -57,10 +60,19 @@ func gateClusterWire(cluster string) {
 	})
 }
 
-// gateWire is called by the kubelet for each node it starts: for a gated
-// cluster it starts a gate on addr (closed when ctx ends) and returns the
-// address the node must listen on instead; else addr.
+// gateWire and gateAdmin are called by the kubelet for each node it
+// starts: for a gated cluster they start a gate on addr (closed when ctx
+// ends) and return the address the node must listen on instead; else
+// addr.
 func gateWire(ctx context.Context, cluster, pod, addr string) (string, error) {
+	return gatePort(ctx, cluster, pod, addr)
+}
+
+func gateAdmin(ctx context.Context, cluster, pod, addr string) (string, error) {
+	return gatePort(ctx, cluster, pod, addr)
+}
+
+func gatePort(ctx context.Context, cluster, pod, addr string) (string, error) {
 	gatedMu.Lock()
 	defer gatedMu.Unlock()
 	if !gatedClusters[cluster] {
@@ -77,7 +89,8 @@ func gateWire(ctx context.Context, cluster, pod, addr string) (string, error) {
 		return "", fmt.Errorf("wire gate for %s: %w", pod, err)
 	}
 	g := &wireGate{ln: ln, backend: backend, conns: map[net.Conn]bool{}}
-	gates[pod] = g
+	gates[pod+"/"+port] = g
+	gatesByFront[addr] = g
 	go g.serve()
 	go func() {
 		<-ctx.Done()
@@ -86,12 +99,29 @@ func gateWire(ctx context.Context, cluster, pod, addr string) (string, error) {
 	return backend, nil
 }
 
-func gateOf(pod string) *wireGate {
+// gateOf is the gate in front of pod's wire port, adminGateOf the one in
+// front of its admin port.
+func gateOf(pod string) *wireGate { return gateAt(pod, nodeconfig.WirePort) }
+
+func adminGateOf(pod string) *wireGate { return gateAt(pod, nodeconfig.AdminPort) }
+
+func gateAt(pod string, port int) *wireGate {
 	gatedMu.Lock()
 	defer gatedMu.Unlock()
-	g := gates[pod]
-	Expect(g).NotTo(BeNil(), "no wire gate for %s", pod)
+	g := gates[fmt.Sprintf("%s/%d", pod, port)]
+	Expect(g).NotTo(BeNil(), "no gate for %s port %d", pod, port)
 	return g
+}
+
+// behindGate is the address a gate at addr forwards to (addr when none
+// does): the test reads nodes there, past a partition it made.
+func behindGate(addr string) string {
+	gatedMu.Lock()
+	defer gatedMu.Unlock()
+	if g := gatesByFront[addr]; g != nil {
+		return g.backend
+	}
+	return addr
 }
 
 func (g *wireGate) serve() {
@@ -162,6 +192,11 @@ func (g *wireGate) resume() {
 func (g *wireGate) close() {
 	g.pause()
 	_ = g.ln.Close()
+	gatedMu.Lock()
+	defer gatedMu.Unlock()
+	if gatesByFront[g.ln.Addr().String()] == g {
+		delete(gatesByFront, g.ln.Addr().String())
+	}
 }
 
 // timedOutEvents counts the MigrationTimedOut Warnings of a cluster that

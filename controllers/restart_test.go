@@ -283,7 +283,8 @@ func watchNodes(kubelet *testKubelet, cluster string) *nodeWatch {
 			for name, addr := range kubelet.adminAddrs() {
 				wg.Go(func() {
 					sent := time.Now()
-					st, err := dial(addr).Status(ctx)
+					// Past any partition the test made.
+					st, err := dial(behindGate(addr)).Status(ctx)
 					if err == nil {
 						nw.observe(name, addr, sent, time.Now(), st)
 					}
@@ -409,11 +410,16 @@ var _ = Describe("Operator restarts at every failpoint", func() {
 
 	It("completes a failover and then a scale-down exactly once, restarted at every step, with never two owners", func() {
 		const name = "crash"
+		gateClusterWire(name)
 		mc := newCluster(name)
 		mc.Spec.Nodes = 2
 		mc.Spec.Shards.Count = 4
 		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
 		mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Second}
+		// Longer than failoverAfter plus an operator restart, so a
+		// restarted operator that promoted without waiting out the lease
+		// would leave the old owner writable next to the new one.
+		mc.Spec.Standby.LeaseDuration = metav1.Duration{Duration: 5 * time.Second}
 		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
 		kubelet := startKubelet(name)
@@ -424,13 +430,13 @@ var _ = Describe("Operator restarts at every failpoint", func() {
 		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
 		crash := armCrasher(name, 80)
 
-		// failover kills victim's node, restarts the operator at every
+		// failover fails victim (fail), restarts the operator at every
 		// crash point until promoted owns victim's shards, then brings
 		// victim back and waits until every shard is followed by it alone
 		// (the live followers the failover added dropped). skip are crash
 		// points (by step) passed this time, so a second failover reaches
 		// the points a crash before them made unnecessary.
-		failover := func(victim, promoted string, skip ...string) {
+		failover := func(victim, promoted string, fail func(string), skip ...string) {
 			got := getCluster(Default, name)
 			var shards []int32
 			for _, s := range got.Status.Shards {
@@ -442,7 +448,7 @@ var _ = Describe("Operator restarts at every failpoint", func() {
 			crash.skip(got.Status.Epoch, skip...)
 			mark, n0, start := hist.mark(), crash.count(), time.Now()
 			crash.arm(true)
-			kubelet.kill(victim)
+			fail(victim)
 			crash.runUntil("failover of "+victim, 3*time.Minute, func(g Gomega) bool {
 				got := getCluster(g, name)
 				return len(got.Status.Migrations) == 0 && !slices.ContainsFunc(got.Status.Shards, func(s meshv1.ShardStatus) bool { return s.Owner == victim }) &&
@@ -471,10 +477,14 @@ var _ = Describe("Operator restarts at every failpoint", func() {
 			crash.arm(false)
 		}
 
-		By("failing over crash-0's shards to the standby, the operator crashing at every step")
-		failover("crash-0", "crash-2")
-		By("failing over crash-1's shards to crash-0, passing the first two crash points this time")
-		failover("crash-1", "crash-0", "promote-lease-waited", "recorded")
+		By("failing over crash-0's shards to the standby (its node killed), the operator crashing at every step")
+		failover("crash-0", "crash-2", kubelet.kill)
+		// crash-1 keeps running and serving its clients, cut off from the
+		// operator only, until its lease runs out: a restarted operator
+		// that promoted before that would show two writable owners on the
+		// nodes.
+		By("failing over crash-1's shards to crash-0 (its admin API cut off from the operator, its node serving), passing the promotion's record this time")
+		failover("crash-1", "crash-0", func(pod string) { adminGateOf(pod).pause() }, "recorded")
 		Expect(crash.steps(0)).To(ContainElements("promote-lease-waited", "recorded", "promote-pushed"))
 
 		By("scaling down to 1 active: crash-2 (active since the first failover) leaves, the operator crashing at every step")
