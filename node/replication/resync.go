@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -197,24 +198,30 @@ func sendSnapshots(pw *packetWriter, snaps [][]byte, deadline func()) error {
 }
 
 // snapshotAssembler collects the chunks of a resync's daemon snapshots,
-// which must arrive in order.
+// which must arrive in order. Memory grows with the bytes received, not
+// with the sizes the owner announces: a chunk claiming a 256 MiB snapshot
+// with one byte of data costs one byte, so an owner (or whoever answers on
+// its address) cannot make the follower reserve maxResyncBytes with a few
+// small packets.
 type snapshotAssembler struct {
-	want  int
-	snaps [][]byte
-	total int64 // bytes announced so far
+	want   int
+	snaps  [][]byte
+	totals []int // announced size of each snapshot in snaps
+	total  int64 // bytes announced so far
 }
 
 func (a *snapshotAssembler) done() bool {
-	return len(a.snaps) == a.want && (a.want == 0 || len(a.snaps[a.want-1]) == cap(a.snaps[a.want-1]))
+	k := len(a.snaps)
+	return k == a.want && (a.want == 0 || len(a.snaps[k-1]) == a.totals[k-1])
 }
 
 func (a *snapshotAssembler) add(m chunkMsg) error {
 	k := len(a.snaps)
-	if k > 0 && len(a.snaps[k-1]) < cap(a.snaps[k-1]) {
+	if k > 0 && len(a.snaps[k-1]) < a.totals[k-1] {
 		// The current snapshot continues.
-		cur := a.snaps[k-1]
-		if int(m.Index) != k-1 || int(m.Total) != cap(cur) || int(m.Offset) != len(cur) {
-			return fmt.Errorf("%w: chunk %d@%d/%d out of order (snapshot %d at %d of %d)", ErrProtocol, m.Index, m.Offset, m.Total, k-1, len(cur), cap(cur))
+		cur, total := a.snaps[k-1], a.totals[k-1]
+		if int(m.Index) != k-1 || int(m.Total) != total || int(m.Offset) != len(cur) {
+			return fmt.Errorf("%w: chunk %d@%d/%d out of order (snapshot %d at %d of %d)", ErrProtocol, m.Index, m.Offset, m.Total, k-1, len(cur), total)
 		}
 		a.snaps[k-1] = append(cur, m.Data...)
 		return nil
@@ -225,7 +232,8 @@ func (a *snapshotAssembler) add(m chunkMsg) error {
 	if a.total += int64(m.Total); a.total > maxResyncBytes {
 		return fmt.Errorf("%w: resync snapshots exceed %d bytes", ErrProtocol, maxResyncBytes)
 	}
-	s := make([]byte, 0, m.Total)
-	a.snaps = append(a.snaps, append(s, m.Data...))
+	// Only what arrived: append grows the slice as later chunks do.
+	a.snaps = append(a.snaps, bytes.Clone(m.Data))
+	a.totals = append(a.totals, int(m.Total))
 	return nil
 }

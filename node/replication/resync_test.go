@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,5 +190,46 @@ func TestLiveFollowerLaggedByRetentionResyncs(t *testing.T) {
 	assertReplica(t, fl, ol, max(fl.FirstSeq(), ol.FirstSeq()))
 	if f.Err() != nil {
 		t.Fatalf("follower stopped: %v", f.Err())
+	}
+}
+
+// An owner's chunk announces a snapshot's size; the follower must not
+// reserve that size before the bytes arrive, or a few small packets
+// claiming MaxDaemonSnapshot each make it hold maxResyncBytes. The
+// assembler still rebuilds a snapshot sent in pieces exactly.
+func TestResyncAssemblerHoldsOnlyTheBytesReceived(t *testing.T) {
+	a := snapshotAssembler{want: 1}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := a.add(chunkMsg{Index: 0, Total: MaxDaemonSnapshot, Data: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Fatalf("a chunk carrying 1 byte of a snapshot announced at %d bytes allocated %d bytes", MaxDaemonSnapshot, got)
+	}
+	if a.done() {
+		t.Fatal("done after 1 byte of the snapshot")
+	}
+
+	want := bytes.Repeat([]byte("snapshot"), 1000)
+	b := snapshotAssembler{want: 2}
+	for off := 0; off < len(want); off += 700 {
+		end := min(off+700, len(want))
+		if err := b.add(chunkMsg{Index: 0, Total: uint32(len(want)), Offset: uint32(off), Data: want[off:end]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b.done() {
+		t.Fatal("done with one of two snapshots")
+	}
+	if err := b.add(chunkMsg{Index: 1, Total: 1, Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if !b.done() || !bytes.Equal(b.snaps[0], want) || string(b.snaps[1]) != "x" {
+		t.Fatalf("reassembled %d and %q, want %d bytes and x", len(b.snaps[0]), b.snaps[1], len(want))
+	}
+	if err := b.add(chunkMsg{Index: 1, Total: 1, Data: []byte("y")}); err == nil {
+		t.Fatal("a chunk after the last snapshot was accepted")
 	}
 }
