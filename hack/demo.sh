@@ -33,9 +33,8 @@ ingest() {
 	MESHCTL_ADDRESSES=$addrs
 	# The nodes authenticate the data API with tokens delegated from the
 	# cluster's data key; the operator keeps it in the Secret demo-data-key.
-	if kubectl get secret demo-data-key -o json >"$STATE/demo-data-key.json.tmp" 2>/dev/null; then
+	if (umask 077 && kubectl get secret demo-data-key -o json >"$STATE/demo-data-key.json.tmp" 2>/dev/null); then
 		mv "$STATE/demo-data-key.json.tmp" "$STATE/demo-data-key.json"
-		chmod 600 "$STATE/demo-data-key.json"
 		creds=$STATE/demo-data-key.json
 	else
 		rm -f "$STATE/demo-data-key.json.tmp" "$STATE/demo-data-key.json"
