@@ -9,7 +9,9 @@
 // migration.maxConcurrent of distinct shards at once, each bounded by
 // migration.timeout with onTimeout Abort or Retry), or dropping the
 // followers moves and failovers left once standbys caught up
-// (reconcile_rebalance.go), or a step of a credential rotation
+// (reconcile_rebalance.go), a step of a rolling update
+// (reconcile_update.go: an active's shards handed off, its pod deleted,
+// its return awaited), or a step of a credential rotation
 // (reconcile_rotation.go: trust, switch, drop of the keys on running
 // nodes, recorded in the operator-key Secret). The step is announced in
 // Progressing by the status update and run after it, through

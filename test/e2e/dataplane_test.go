@@ -16,10 +16,12 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	"github.com/purplerain/mesh-operator/client"
@@ -491,38 +493,142 @@ var _ = Describe("Data-plane scenarios", Ordered, func() {
 		})
 	})
 
-	// (d) as it holds today: the StatefulSet rolls the pods itself (highest
-	// ordinal first, each after the previous one is ready) and the
-	// operator fails each restarted owner over like any other; nothing
-	// acknowledged may be lost and the cluster settles.
-	// TODO(issue 9): once the operator drives the roll (issue 8: OnDelete
-	// with a shard hand-off before each pod goes), assert the hand-off
-	// (no FailingOver Events during a roll) and roll a config change too.
-	It("(d) a StatefulSet-driven rolling image update under ingest loses nothing acknowledged", func(ctx SpecContext) {
-		l.start("roll-", 4)
+	// roll changes the pod template with a merge patch of the MeshCluster
+	// under SDK ingest and checks the operator-driven rolling update: every
+	// pod replaced exactly once, the standby first, one pod at a time, no
+	// pod deleted while its member owned shards (each active handed them
+	// off first), no failover, every pod at the StatefulSet's new update
+	// revision, the cluster settled and balanced, the story told by
+	// Events, and nothing acknowledged lost.
+	roll := func(ctx context.Context, what, patch string) {
+		GinkgoHelper()
+		l.start("roll-"+what+"-", 4)
 		DeferCleanup(l.halt)
 		awaitLoad(ctx, 100, "ingest runs before the roll")
+		mc := getMC(ns, name)
+		var standby string
+		for _, m := range mc.Status.Members {
+			if m.Role == meshv1.RoleStandby {
+				standby = m.Name
+			}
+		}
+		Expect(standby).NotTo(BeEmpty())
+		countOf := func(typ, reason string) int {
+			n := 0
+			for _, r := range eventReasons(Default, ns, name, typ) {
+				if r == reason {
+					n++
+				}
+			}
+			return n
+		}
+		failingOver, promoted := countOf(corev1.EventTypeWarning, "FailingOver"), countOf(corev1.EventTypeNormal, "Promoted")
+		finished := countOf(corev1.EventTypeNormal, "RollingUpdateFinished")
+		var sts appsv1.StatefulSet
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: resources.StatefulSetName(mc)}, &sts)).To(Succeed())
+		revBefore := sts.Status.UpdateRevision
 		before := map[string]types.UID{}
 		for _, p := range clusterPods(ns, name) {
 			before[p.Name] = p.UID
 		}
+
+		// Watch the pods: replacement order, pods down at once, owners
+		// deleted.
+		var (
+			mu        sync.Mutex
+			replaced  []string
+			maxDown   int
+			ownerGone []string
+		)
+		wctx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(watched)
+			for wctx.Err() == nil {
+				var pods corev1.PodList
+				got := &meshv1.MeshCluster{}
+				if k8s.List(wctx, &pods, ctrlclient.InNamespace(ns), ctrlclient.MatchingLabels{resources.LabelInstance: name}) == nil &&
+					k8s.Get(wctx, types.NamespacedName{Namespace: ns, Name: name}, got) == nil {
+					owned := ownedCounts(got)
+					mu.Lock()
+					down := len(before)
+					for i := range pods.Items {
+						p := &pods.Items[i]
+						if p.UID != before[p.Name] && !slices.Contains(replaced, p.Name) {
+							replaced = append(replaced, p.Name)
+						}
+						if p.DeletionTimestamp != nil {
+							if owned[p.Name] > 0 && !slices.Contains(ownerGone, p.Name) {
+								ownerGone = append(ownerGone, p.Name)
+							}
+							continue
+						}
+						if podReady(p) {
+							down--
+						}
+					}
+					maxDown = max(maxDown, down)
+					mu.Unlock()
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+
 		start := time.Now()
-		kubectl("patch", "-n", ns, "meshcluster/"+name, "--type=merge", "-p", `{"spec":{"image":"ghcr.io/purplerain/mesh-node:e2e-rolled"}}`)
+		kubectl("patch", "-n", ns, "meshcluster/"+name, "--type=merge", "-p", patch)
 		Eventually(func(g Gomega) {
+			got := &meshv1.MeshCluster{}
+			g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, got)).To(Succeed())
+			var sts appsv1.StatefulSet
+			g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: resources.StatefulSetName(got)}, &sts)).To(Succeed())
+			rev := sts.Status.UpdateRevision
+			g.Expect(rev).NotTo(Equal(revBefore))
 			pods := clusterPods(ns, name)
 			g.Expect(pods).To(HaveLen(len(before)))
 			for i := range pods {
 				p := &pods[i]
 				g.Expect(p.UID).NotTo(Equal(before[p.Name]), "pod %s replaced", p.Name)
+				g.Expect(p.Labels[appsv1.ControllerRevisionHashLabelKey]).To(Equal(rev), "pod %s", p.Name)
 				g.Expect(podReady(p)).To(BeTrue(), "pod %s", p.Name)
 			}
-			got := &meshv1.MeshCluster{}
-			g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, got)).To(Succeed())
 			settled(g, got)
+			g.Expect(got.Status.Update).To(BeNil())
+			for _, m := range got.Status.Members {
+				g.Expect(m.Revision).To(Equal(rev), "member %s", m.Name)
+			}
+			counts := ownedCounts(got)
+			g.Expect(counts).To(HaveLen(int(got.Spec.Nodes)), "every active owns shards again: %v", counts)
+			lo, hi := 1<<30, 0
+			for _, n := range counts {
+				lo, hi = min(lo, n), max(hi, n)
+			}
+			g.Expect(hi-lo).To(BeNumerically("<=", 1), "%v", counts)
+			g.Expect(countOf(corev1.EventTypeNormal, "RollingUpdateFinished")).To(BeNumerically(">", finished))
 		}).WithContext(ctx).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
-		record("rolling image update of 3 pods under ingest (StatefulSet-driven) to settled", time.Since(start))
+		record(fmt.Sprintf("operator-driven rolling %s update of %d pods under ingest to settled", what, len(before)), time.Since(start))
+		stopWatch()
+		<-watched
+
+		mu.Lock()
+		Expect(replaced).To(HaveLen(len(before)), "every pod replaced once: %v", replaced)
+		Expect(replaced[0]).To(Equal(standby), "the standby goes first: %v", replaced)
+		Expect(maxDown).To(BeNumerically("<=", 1), "one pod at a time")
+		Expect(ownerGone).To(BeEmpty(), "pods deleted while their member owned shards")
+		mu.Unlock()
+		Expect(countOf(corev1.EventTypeWarning, "FailingOver")).To(Equal(failingOver), "no failover during the roll")
+		Expect(countOf(corev1.EventTypeNormal, "Promoted")).To(Equal(promoted), "no promotion during the roll")
+		Expect(eventReasons(Default, ns, name, corev1.EventTypeNormal)).To(ContainElements("RollingUpdateStarted", "RestartingPod", "PodUpdated"))
 		awaitLoad(ctx, 100, "ingest goes on after the roll")
 		l.halt()
 		verifyReads(ctx, ns, name, cl, l, sent)
+	}
+
+	It("(d) rolls an image change pod by pod, handing shards off, with no failover and nothing acknowledged lost", func(ctx SpecContext) {
+		roll(ctx, "image", `{"spec":{"image":"ghcr.io/purplerain/mesh-node:e2e-rolled"}}`)
+	})
+
+	It("(d) rolls a node configuration change (retention) the same way", func(ctx SpecContext) {
+		roll(ctx, "config", `{"spec":{"retention":{"maxEvents":2000000}}}`)
 	})
 })
