@@ -50,6 +50,9 @@ func (r RepairReport) String() string {
 // a log's seqs must stay dense. The report says how many intact frames and
 // bytes that dropped: entries that may have been acknowledged, which a
 // replica can fetch again from its owner but an owner loses for good.
+// Damage among entries retention already dropped (below the FIRST mark,
+// in a segment that also holds retained ones) costs no retained entry:
+// those after it are moved to a segment of their own starting at the mark.
 //
 // Repair is never called by Open: it is an explicit, logged operator
 // decision (the node's storage.repairCorruptLogs). It must not run while a
@@ -100,6 +103,44 @@ func Repair(opts Options) (RepairReport, error) {
 			continue
 		}
 		rep.Cut, rep.Segment = true, sg.path
+		if cut := base + uint64(len(frames)); !whole && i == 0 && cut < lw {
+			// The damage is among entries retention already dropped
+			// (below the FIRST mark, still in the file until the whole
+			// segment goes). The retained entries after it may be
+			// intact: keep them in a segment of their own at the mark
+			// rather than cut at a dead entry and lose them all.
+			at, end, salvaged, ok := retainedAfterDamage(b, valid, lw, o)
+			if ok {
+				path, err := writeSegment(o.Dir, lw, b[at:end])
+				if err != nil {
+					return rep, fmt.Errorf("redex: repair: %w", err)
+				}
+				// A crash from here on leaves sg below a segment that
+				// starts at the mark: stale, skipped and deleted by Open
+				// (and by a Repair run again).
+				if err := os.Remove(sg.path); err != nil {
+					return rep, fmt.Errorf("redex: repair: remove segment %s: %w", sg.path, err)
+				}
+				if err := syncDir(o.Dir); err != nil {
+					return rep, err
+				}
+				rep.Offset, rep.Reason = int64(valid), rep.Reason+" (below the FIRST mark: only dropped entries damaged)"
+				rep.DroppedBytes += int64(len(b) - (end - at))
+				o.Logger.Warn("redex: repair kept the retained entries of a segment damaged below the FIRST mark", "dir", o.Dir,
+					"segment", sg.path, "offset", valid, "first", lw, "next", salvaged, "kept_to", path)
+				if end == len(b) {
+					// All of it was intact: go on checking the segments
+					// after it.
+					segs[i] = segment{base: lw, path: path}
+					next = salvaged
+					continue
+				}
+				// More damage above the mark: cut there, as below.
+				rep.Offset, rep.Next = int64(end), salvaged
+				rep.DroppedFrames += countIntact(b, end, salvaged, o)
+				return rep, dropLater(o, segs[i+1:], &rep)
+			}
+		}
 		if whole {
 			if i == 0 {
 				// Keep the seq counter where this segment started, so a
@@ -126,30 +167,83 @@ func Repair(opts Options) (RepairReport, error) {
 				return rep, err
 			}
 		}
-		// Every later segment goes, newest first, so a crash part way
-		// leaves a log that still ends at a segment boundary.
-		for j := len(segs) - 1; j > i; j-- {
-			lb, err := os.ReadFile(segs[j].path)
-			if err != nil {
-				return rep, fmt.Errorf("redex: repair: read segment %s: %w", segs[j].path, err)
-			}
-			rep.DroppedFrames += countIntact(lb, segHeaderSize, segs[j].base, o)
-			rep.DroppedBytes += int64(len(lb))
-			if err := os.Remove(segs[j].path); err != nil {
-				return rep, fmt.Errorf("redex: repair: remove segment %s: %w", segs[j].path, err)
-			}
-			rep.DroppedSegments++
-		}
-		if err := syncDir(o.Dir); err != nil {
-			return rep, err
-		}
-		o.Logger.Warn("redex: repaired a corrupt log by cutting it", "dir", o.Dir, "segment", sg.path,
-			"offset", rep.Offset, "next", rep.Next, "dropped_frames", rep.DroppedFrames,
-			"dropped_segments", rep.DroppedSegments, "dropped_bytes", rep.DroppedBytes, "reason", rep.Reason)
-		return rep, nil
+		return rep, dropLater(o, segs[i+1:], &rep)
 	}
 	rep.Next = max(next, lw)
 	return rep, nil
+}
+
+// dropLater deletes the segments after a cut and logs the repair. They go
+// newest first, so a crash part way leaves a log that still ends at a
+// segment boundary.
+func dropLater(o Options, later []segment, rep *RepairReport) error {
+	for j := len(later) - 1; j >= 0; j-- {
+		lb, err := os.ReadFile(later[j].path)
+		if err != nil {
+			return fmt.Errorf("redex: repair: read segment %s: %w", later[j].path, err)
+		}
+		rep.DroppedFrames += countIntact(lb, segHeaderSize, later[j].base, o)
+		rep.DroppedBytes += int64(len(lb))
+		if err := os.Remove(later[j].path); err != nil {
+			return fmt.Errorf("redex: repair: remove segment %s: %w", later[j].path, err)
+		}
+		rep.DroppedSegments++
+	}
+	if err := syncDir(o.Dir); err != nil {
+		return err
+	}
+	o.Logger.Warn("redex: repaired a corrupt log by cutting it", "dir", o.Dir, "segment", rep.Segment,
+		"offset", rep.Offset, "next", rep.Next, "dropped_frames", rep.DroppedFrames,
+		"dropped_segments", rep.DroppedSegments, "dropped_bytes", rep.DroppedBytes, "reason", rep.Reason)
+	return nil
+}
+
+// retainedAfterDamage finds, in a segment image damaged at offset valid
+// below the FIRST mark first, the frame of seq first and the intact frames
+// that follow it densely: they are b[at:end], ending at seq next. ok is
+// false when the frame of seq first is not intact.
+func retainedAfterDamage(b []byte, valid int, first uint64, o Options) (at, end int, next uint64, ok bool) {
+	at, seq, ok := intactFrameAfter(b, valid, first, o.MaxPayload, o.HeapOnly)
+	if !ok || seq != first {
+		return 0, 0, 0, false
+	}
+	end, next = at, first
+	for end < len(b) {
+		_, n, err := decodeFrame(b[end:], next, o.MaxPayload, o.HeapOnly)
+		if err != nil {
+			break
+		}
+		end += n
+		next++
+	}
+	return at, end, next, true
+}
+
+// writeSegment writes a segment file of base holding frames (whole encoded
+// frames, seqs dense from base), durably: a temporary file, fsynced, then
+// renamed into place and the directory fsynced. It returns its path.
+func writeSegment(dir string, base uint64, frames []byte) (string, error) {
+	path := filepath.Join(dir, segName(base))
+	tmp := path + ".tmp" // not a segment name: Open ignores a leftover
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("create segment: %w", err)
+	}
+	if _, err := f.Write(append(appendSegHeader(nil, base), frames...)); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write segment: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", fmt.Errorf("sync segment: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("close segment: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("install segment: %w", err)
+	}
+	return path, syncDir(dir)
 }
 
 // countIntact counts the intact frames at or after offset off of a segment

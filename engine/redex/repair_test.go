@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // frameOffset is the byte offset of the i-th frame of a segment whose
@@ -234,5 +235,84 @@ func TestRepairAfterAnySingleByteFlipKeepsAPrefix(t *testing.T) {
 			}
 		}
 		l.Close()
+	}
+}
+
+// Retention moved the FIRST mark into the first segment (entries 0..9 are
+// dropped, the file still holds them until the segment goes). A flipped
+// byte among those dropped entries makes Open refuse the log, but every
+// retained entry is intact: Repair must keep all of them instead of
+// cutting at the dead entry, which left nothing at or above the mark.
+func TestRepairOfDamageBelowTheFirstMarkKeepsTheRetainedEntries(t *testing.T) {
+	dir := t.TempDir()
+	size := len(payloadFor(0))
+	o := Options{Dir: dir, SegmentBytes: int64(frameOffset(30, size)), Logger: discardLogger(), Retention: Retention{MaxEvents: 30}}
+	l := openDiskT(t, o)
+	for i := range 40 {
+		mustAppend(t, l, string(payloadFor(i)))
+	}
+	if _, err := l.Sweep(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if l.FirstSeq() != 10 {
+		t.Fatalf("first seq %d after the sweep, want 10", l.FirstSeq())
+	}
+	l.Close()
+	segs := segments(t, dir)
+	if len(segs) != 2 {
+		t.Fatalf("segments %v, want the first (0..29, partly dropped) and the second", segs)
+	}
+	flipByte(t, segs[0], frameOffset(3, size)+frameHeaderSize+1) // entry 3: dropped by retention
+	if _, err := Open(o); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: %v, want ErrCorrupt", err)
+	}
+	// A crash after Repair wrote the segment at the mark and before it
+	// removed the damaged one: Open takes the damaged one for stale.
+	crashed := t.TempDir()
+	for _, name := range []string{lowWaterName, segName(0), segName(30)} {
+		b, err := os.ReadFile(dir + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crashed+"/"+name, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if name == segName(0) {
+			if _, err := writeSegment(crashed, 10, b[frameOffset(10, size):]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	co := o
+	co.Dir = crashed
+	cl := openDiskT(t, co)
+	if cl.FirstSeq() != 10 || cl.NextSeq() != 40 {
+		t.Fatalf("after a crash mid-repair the log holds [%d, %d), want [10, 40)", cl.FirstSeq(), cl.NextSeq())
+	}
+	cl.Close()
+
+	rep, err := Repair(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Cut || rep.Next != 40 || rep.DroppedFrames != 0 || rep.DroppedSegments != 0 {
+		t.Fatalf("report %+v: want the damage below the mark cut away, nothing retained dropped, next 40", rep)
+	}
+	l = openDiskT(t, o)
+	defer l.Close()
+	if l.FirstSeq() != 10 || l.NextSeq() != 40 {
+		t.Fatalf("repaired log holds [%d, %d), want [10, 40)", l.FirstSeq(), l.NextSeq())
+	}
+	es, err := l.Read(10, 30)
+	if err != nil || len(es) != 30 {
+		t.Fatalf("read: %d entries, %v", len(es), err)
+	}
+	for _, e := range es {
+		if !bytes.Equal(e.Payload, payloadFor(int(e.Seq))) {
+			t.Fatalf("entry %d: %q", e.Seq, e.Payload)
+		}
+	}
+	if seq := mustAppend(t, l, "after"); seq != 40 {
+		t.Fatalf("append after repair got seq %d, want 40", seq)
 	}
 }
