@@ -42,6 +42,20 @@ type Observation struct {
 	// move is recorded before its first step, so a restarted operator
 	// resumes it.
 	Migrations []meshv1.MigrationStatus
+	// Autoscale, when not nil, is this pass's shard autoscaler record
+	// (status.autoscale); nil keeps the recorded one.
+	Autoscale *meshv1.AutoscaleStatus
+	// IdleSince, when not nil, is when each idle added shard was first seen
+	// idle (status.shards[].idleSince); nil keeps the recorded values.
+	IdleSince map[uint16]metav1.Time
+	// RulesError is why spec.rules is invalid (nil: valid); RulesValid
+	// reports it. ActiveRules is how many rules the nodes are given (the
+	// last valid set while RulesError is set).
+	RulesError  error
+	ActiveRules int
+	// Subnets are the subnets the members reported this pass, by name;
+	// members missing keep their recorded subnet.
+	Subnets map[string]string
 	// UpdatePlanned says this pass decided the rolling update record:
 	// status.update becomes Update (nil: no roll in progress). Otherwise
 	// (paused, or no decision) the stored record is kept.
@@ -51,20 +65,6 @@ type Observation struct {
 	// controller-revision-hash label), by name; nil keeps the members'
 	// recorded revisions.
 	PodRevision map[string]string
-	// RulesError is why spec.rules is invalid (nil: valid); RulesValid
-	// reports it. ActiveRules is how many rules the nodes are given (the
-	// last valid set while RulesError is set).
-	RulesError  error
-	ActiveRules int
-	// Subnets are the subnets the members reported this pass, by name;
-	// members missing keep their recorded subnet.
-	Subnets map[string]string
-	// Autoscale, when not nil, is this pass's shard autoscaler record
-	// (status.autoscale); nil keeps the recorded one.
-	Autoscale *meshv1.AutoscaleStatus
-	// IdleSince, when not nil, is when each idle added shard was first seen
-	// idle (status.shards[].idleSince); nil keeps the recorded values.
-	IdleSince map[uint16]metav1.Time
 }
 
 // Operation says what the operator is moving; Progressing reports it.

@@ -25,11 +25,11 @@ func Compute(o Observation, selector string) meshv1.MeshClusterStatus {
 	}
 	RecordTopology(&s, o)
 	s.Migrations = o.Migrations
-	if o.UpdatePlanned {
-		s.Update = o.Update
-	}
 	if o.Autoscale != nil {
 		s.Autoscale = o.Autoscale
+	}
+	if o.UpdatePlanned {
+		s.Update = o.Update
 	}
 	for _, c := range []metav1.Condition{Available(o), Progressing(o), Degraded(o), ScaleDownBlocked(o), RulesValid(o)} {
 		meta.SetStatusCondition(&s.Conditions, c)
