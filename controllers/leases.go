@@ -150,6 +150,11 @@ func (k *LeaseKeeper) Forget(cluster types.NamespacedName) {
 // one that holds no topology once held one (ownership is pushed only to
 // nodes that hold a topology, except at creation, before the cluster
 // ran) and is withheld (Restarted), so it is failed over at once.
+//
+// TODO(issue 8): planOperation marks clusters running, and a paused
+// cluster plans nothing: an operator restarted while a memory-mode
+// cluster is paused still pushes ownership to an owner that came back
+// empty.
 func (k *LeaseKeeper) Running(cluster types.NamespacedName) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
