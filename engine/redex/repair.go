@@ -150,13 +150,17 @@ func Repair(opts Options) (RepairReport, error) {
 			rep.Offset, rep.Next = 0, next
 			rep.DroppedFrames += countIntact(b, segHeaderSize, sg.base, o)
 			rep.DroppedBytes += int64(len(b))
-			if err := os.Remove(sg.path); err != nil {
-				return rep, fmt.Errorf("redex: repair: remove segment %s: %w", sg.path, err)
-			}
 			if i == 0 && next > lw {
+				// The mark first, durably: removing the segment before
+				// it would let a crash in between reopen the directory
+				// with nothing saying where the seqs went, and the log
+				// would start over below seqs it already handed out.
 				if err := writeLowWater(o.Dir, next); err != nil {
 					return rep, err
 				}
+			}
+			if err := os.Remove(sg.path); err != nil {
+				return rep, fmt.Errorf("redex: repair: remove segment %s: %w", sg.path, err)
 			}
 		} else {
 			rep.Offset = int64(valid)

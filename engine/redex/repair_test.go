@@ -316,3 +316,51 @@ func TestRepairOfDamageBelowTheFirstMarkKeepsTheRetainedEntries(t *testing.T) {
 		t.Fatalf("append after repair got seq %d, want 40", seq)
 	}
 }
+
+// Repair dropping a whole first segment that starts above the FIRST mark
+// records the seq counter (the mark) before it deletes the segment: a
+// Repair that stops in between (here the mark cannot be written) leaves a
+// directory that still says where the seqs are, never one that reopens
+// below seqs already handed out.
+func TestRepairThatStopsBeforeTheMarkNeverLetsSeqsGoBack(t *testing.T) {
+	dir := t.TempDir()
+	created := Options{Dir: dir, FirstSeq: 100, Logger: discardLogger()}
+	l := openDiskT(t, created)
+	for i := range 3 {
+		mustAppend(t, l, string(payloadFor(i)))
+	}
+	l.Close()
+	flipByte(t, segments(t, dir)[0], 9) // header base no longer matches the name
+	// A directory where the temporary mark file should go: writing the
+	// mark fails, as a crash at that point would stop Repair.
+	if err := os.MkdirAll(dir+"/"+lowWaterName+".tmp/x", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Dir: dir, Logger: discardLogger()} // the directory alone must say where the log is
+	if _, err := Repair(o); err == nil {
+		t.Fatal("Repair succeeded without writing its mark")
+	}
+	if err := os.RemoveAll(dir + "/" + lowWaterName + ".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(o)
+	if err == nil {
+		defer l.Close()
+		if l.NextSeq() < 103 && l.FirstSeq() < 100 {
+			t.Fatalf("after an interrupted repair the log reopened at [%d, %d): seqs below 100 again", l.FirstSeq(), l.NextSeq())
+		}
+		return
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open after an interrupted repair: %v", err)
+	}
+	rep, err := Repair(o)
+	if err != nil || rep.Next != 100 {
+		t.Fatalf("repair again: %+v, %v; want next 100", rep, err)
+	}
+	l = openDiskT(t, o)
+	defer l.Close()
+	if l.NextSeq() != 100 {
+		t.Fatalf("reopened at %d, want 100", l.NextSeq())
+	}
+}
