@@ -154,3 +154,36 @@ func TestShardLoadFromSamples(t *testing.T) {
 		t.Fatal("a shard never sampled has a load")
 	}
 }
+
+// Load is measured on the real clock, whatever the lease clock says: a
+// node whose lease clock stands still (tests set it by hand, without
+// synchronisation) still reports an event rate, and its sample window
+// stays one loadWindow long instead of growing with every sample taken
+// at the same instant.
+func TestShardLoadIgnoresTheLeaseClock(t *testing.T) {
+	n, clock := newNode(t, "a") // a frozen lease clock
+	top := withAdded(1, false)
+	if err := n.ApplyTopology(top); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ingestKeyless(t, n, 50)
+		s, _ := shardStatus(n, 0)
+		if l := s.Load; l != nil && l.EventRate > 0 && l.Samples >= 3 {
+			if max := int(loadWindow/loadSampleInterval) + 2; l.Samples > max {
+				t.Fatalf("window holds %d samples, want at most %d", l.Samples, max)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event rate measured with a frozen lease clock: %+v", s.Load)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The lease clock is the test's to set while the sampler runs (the
+	// race detector would see the sampler read it).
+	clock.advance(time.Millisecond)
+	time.Sleep(2 * loadSampleInterval)
+	clock.advance(time.Millisecond)
+}

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
@@ -14,6 +16,31 @@ import (
 type follower struct {
 	owner string // owner's wire address
 	f     *replication.Follower
+}
+
+// ownerTrust holds the keys an owner must sign the replication handshake
+// with (nil: not set, any owner is followed).
+type ownerTrust = atomic.Pointer[func() []ed25519.PublicKey]
+
+// TrustOwnersSignedBy makes the node's followers (those started from now
+// on, and every reconnection) accept only an owner whose wire session
+// handshake is signed by one of the keys keys returns, asked at each
+// connection. The node runtime passes its replication verifier's trusted
+// cluster keys (adminapi.New does), so a credential rotation's trust
+// applies as it changes. Without it anyone who answers on an owner's
+// address can feed this node's followers, or answer a resync and make
+// one drop its log.
+func (n *Node) TrustOwnersSignedBy(keys func() []ed25519.PublicKey) {
+	n.ownerKeys.Store(&keys)
+}
+
+// trustedOwnerKeys is what FollowerOptions.TrustedOwnerKeys gets: nil when
+// TrustOwnersSignedBy was not called.
+func (n *Node) trustedOwnerKeys() func() []ed25519.PublicKey {
+	if p := n.ownerKeys.Load(); p != nil && *p != nil {
+		return *p
+	}
+	return nil
 }
 
 // replicateTokenTTL bounds a captured replication token's use.
@@ -94,9 +121,10 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 			// The owner pruned past this follower (it was down, or too
 			// slow): start over from the owner's log head with the
 			// owner's daemon snapshots rather than stop.
-			Resync:        n.resyncDaemons,
-			SyncBeforeAck: n.syncBeforeAck,
-			Logger:        n.logger,
+			Resync:           n.resyncDaemons,
+			TrustedOwnerKeys: n.trustedOwnerKeys(),
+			SyncBeforeAck:    n.syncBeforeAck,
+			Logger:           n.logger,
 		})
 		if err != nil {
 			return fmt.Errorf("follow shard %d: %w", id, err)

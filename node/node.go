@@ -47,6 +47,7 @@ type Node struct {
 	prevClusterKey *identity.KeyPair
 	syncBeforeAck  bool
 	followers      map[uint16]*follower
+	ownerKeys      ownerTrust // TrustOwnersSignedBy (followers.go)
 
 	// daemons are the hosted daemon instances (daemons.go).
 	daemons *daemonTable

@@ -155,7 +155,9 @@ func (ls *loadSampler) load(id uint16) *ShardLoad {
 }
 
 // runLoadSampler samples the owned shards every loadSampleInterval until
-// stop is closed.
+// stop is closed. Samples are timed on the real clock, not on n.now (the
+// lease clock, which tests set by hand): rates are events per real
+// second, and the sampler must not read a clock another goroutine sets.
 func (n *Node) runLoadSampler(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(loadSampleInterval)
@@ -169,7 +171,7 @@ func (n *Node) runLoadSampler(stop <-chan struct{}, done chan<- struct{}) {
 			if t := n.Topology(); t != nil {
 				owned = t.OwnedBy(n.name)
 			}
-			n.load.sample(n, owned, n.now())
+			n.load.sample(n, owned, time.Now())
 		}
 	}
 }

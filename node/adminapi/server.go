@@ -55,7 +55,10 @@ type Options struct {
 	Verifier *identity.Verifier
 	// ReplicationVerifier, when set, is the replication server's: a
 	// credential rotation (PUT /v1/credentials) replaces its trusted
-	// cluster keys.
+	// cluster keys. The node's followers then trust only owners whose
+	// handshake one of those keys signs (node.TrustOwnersSignedBy), so the
+	// keys a node accepts followers with are the keys it follows owners
+	// with, through every step of a rotation.
 	ReplicationVerifier *identity.Verifier
 	// Registry is where the node's metrics live; /metrics serves it.
 	Registry *prometheus.Registry
@@ -84,6 +87,9 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("POST /v1/drain", s.admin(s.drain))
 	s.mux.Handle("GET /v1/daemons", s.admin(s.daemons))
 	s.creds.repl = opts.ReplicationVerifier
+	if v := opts.ReplicationVerifier; v != nil {
+		opts.Node.TrustOwnersSignedBy(v.Trusted)
+	}
 	s.registerCredentials()
 	s.mux.Handle("GET /v1/rules", s.admin(s.getRules))
 	s.mux.Handle("PUT /v1/rules", s.admin(s.putRules))

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,6 +73,14 @@ type FollowerOptions struct {
 	// RequireSignedOwner refuses an owner whose handshake is unsigned
 	// (see session.go).
 	RequireSignedOwner bool
+	// TrustedOwnerKeys, when set, are the keys the owner must sign the
+	// handshake with (besides the issuer of the follower's own token when
+	// RequireSignedOwner is set); it is called for every connection, so a
+	// credential rotation's trusted keys apply at the next one. An empty
+	// answer refuses every owner rather than trusting any. Without a
+	// signed owner anyone who answers on the owner's address can feed
+	// the follower entries, or answer a resync and make it drop its log.
+	TrustedOwnerKeys func() []ed25519.PublicKey
 	// Logger receives connection-level messages. Default slog.Default().
 	Logger *slog.Logger
 

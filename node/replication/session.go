@@ -2,6 +2,7 @@ package replication
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net"
 
@@ -23,11 +24,10 @@ import (
 // owner whose handshake is signed by the key that issued its own
 // replication token, so a man in the middle cannot pose as the owner;
 // without it the session protects against passive observers only.
-// TODO(issue 7): node/followers.go should set RequireSignedOwner, trusting
-// the node's current and previous cluster keys (a credential rotation
-// switches nodes' signing keys one at a time, so a follower's token issuer
-// and its owner's key can differ for a while); the node package is outside
-// this change.
+// FollowerOptions.TrustedOwnerKeys trusts a set that can change instead:
+// the node passes its replication verifier's trusted cluster keys (a
+// credential rotation trusts the old and the new key while nodes switch
+// their signing keys one at a time).
 
 // session accepts a handshake on *conn if it starts with one, replacing
 // *conn with the sealed connection.
@@ -62,6 +62,15 @@ func (f *Follower) seal(conn net.Conn, tok []byte) (net.Conn, error) {
 			return nil, fmt.Errorf("replication: own token: %w", err)
 		}
 		trusted = []ed25519.PublicKey{t.Chain[0].Issuer}
+	}
+	if f.o.TrustedOwnerKeys != nil {
+		keys := f.o.TrustedOwnerKeys()
+		if len(trusted)+len(keys) == 0 {
+			// An empty list would make the handshake trust anyone.
+			_ = conn.Close()
+			return nil, errors.New("replication: no trusted owner keys: refusing to follow an owner that cannot be authenticated")
+		}
+		trusted = append(trusted, keys...)
 	}
 	sc, err := wire.ClientSession{Subprotocol: Subprotocol, TrustedServerKeys: trusted}.Handshake(conn)
 	if err != nil {

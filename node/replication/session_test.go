@@ -1,8 +1,10 @@
 package replication
 
 import (
+	"crypto/ed25519"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -127,4 +129,53 @@ func TestTamperedOrReplayedReplicationIsRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTrustedOwnerKeysAreAskedAtEveryConnection: a follower with
+// TrustedOwnerKeys follows only an owner whose handshake one of the keys
+// the function returns signs. An owner signing with another key, an
+// unsigned one, and any owner while the list is empty get nothing
+// appended (the handshake fails before the subscription); once the key is
+// trusted (a rotation), the next connection replicates.
+func TestTrustedOwnerKeysAreAskedAtEveryConnection(t *testing.T) {
+	k := newKeys(t)
+	src := newSource(1)
+	ol := openLog(t, redex.Options{})
+	src.add(0, ol)
+	appendN(t, ol, 0, 0, 20)
+	rotated, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedBy := func(key *identity.KeyPair) func(o *ServerOptions) {
+		return func(o *ServerOptions) { o.SessionKey = func() *identity.KeyPair { return key } }
+	}
+	var trusted atomic.Pointer[[]ed25519.PublicKey]
+	trusted.Store(&[]ed25519.PublicKey{k.operator.PublicKey()})
+	keys := func() []ed25519.PublicKey { return *trusted.Load() }
+	refused := func(name string, adjust func(o *ServerOptions), keys func() []ed25519.PublicKey, want string) {
+		t.Helper()
+		ow := startOwner(t, k, src, "", adjust)
+		fl := openLog(t, redex.Options{})
+		f := startFollower(t, FollowerOptions{Name: name, Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil), TrustedOwnerKeys: keys})
+		waitFor(t, name+" refused", func() bool { return f.Status().LastErr != nil })
+		if st := f.Status(); st.Subscriptions != 0 || fl.NextSeq() != 0 || !strings.Contains(st.LastErr.Error(), want) {
+			t.Fatalf("%s: subscriptions %d, %d entries, last error %v; want refused at the handshake (%q) with nothing appended", name, st.Subscriptions, fl.NextSeq(), st.LastErr, want)
+		}
+		_ = f.Close()
+	}
+	refused("stranger", signedBy(rotated), keys, "session")
+	refused("unsigned", nil, keys, "session")
+	refused("empty", signedBy(k.operator), func() []ed25519.PublicKey { return nil }, "no trusted owner keys")
+
+	ow := startOwner(t, k, src, "", signedBy(rotated))
+	fl := openLog(t, redex.Options{})
+	f := startFollower(t, FollowerOptions{Name: "rotating", Shard: 0, Addr: ow.addr, Log: fl, Epoch: constEpoch(1), Token: k.token(t, nil), TrustedOwnerKeys: keys})
+	waitFor(t, "the first refusal", func() bool { return f.Status().LastErr != nil })
+	if fl.NextSeq() != 0 {
+		t.Fatalf("an owner signing with an untrusted key fed %d entries", fl.NextSeq())
+	}
+	trusted.Store(&[]ed25519.PublicKey{k.operator.PublicKey(), rotated.PublicKey()})
+	waitCaughtUp(t, f, fl, ol)
+	assertReplica(t, fl, ol, 0)
 }
