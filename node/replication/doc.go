@@ -8,8 +8,10 @@
 // # Protocol
 //
 // One TCP connection carries one shard's subscription. Every packet is a
-// wire packet (64-byte header, unsealed payload of length-prefixed event
-// frames) with header subprotocol Subprotocol (0x0052), StreamID the shard and
+// wire packet (64-byte header, payload of length-prefixed event frames;
+// sealed on the wire when the connection starts with a session handshake,
+// see session.go, and opened before this protocol reads it) with header
+// subprotocol Subprotocol (0x0052), StreamID the shard and
 // Sequence numbering the sender's packets 1, 2, 3, … (a gap or repeat is a
 // protocol violation). Each event frame is one message whose first byte is
 // its kind; all integers are little endian:

@@ -7,8 +7,10 @@
 //
 // The node's wire port peeks at a connection's first 64-byte header: a
 // header with subprotocol Subprotocol (0x0044) goes to Server.ServeConn,
-// replication's (0x0052) to the replication server. Every packet is an
-// unsealed wire packet of this subprotocol; its Sequence numbers the
+// replication's (0x0052) to the replication server (a session hello, see
+// Sealing below, carries the same subprotocol). Every packet is a wire
+// packet of this subprotocol (as the protocol reads it: sealing, when
+// used, sits below); its Sequence numbers the
 // sender's packets on the connection 1, 2, 3, … (a gap or repeat is a
 // protocol violation), its StreamID is the request id the client chose
 // (non-zero, unique among its requests in flight), and FlagFin marks a
