@@ -1,8 +1,9 @@
 // Package wire frames events between nodes (replication) and from clients
 // (the binary data API): a fixed 64-byte header, a payload of
-// length-prefixed events, optional ChaCha20-Poly1305 sealing of the
-// payload, channel control messages, stream flow-control windows and a
-// per-peer anti-replay window.
+// length-prefixed events, fragmentation of events larger than a packet,
+// optional ChaCha20-Poly1305 sealing of the payload with per-connection
+// session keys, channel control messages, stream flow-control windows and
+// a per-peer anti-replay window.
 //
 // Header layout (little endian, offsets in bytes):
 //
@@ -45,6 +46,12 @@
 //     *OversizeError, unwrapping to ErrEventOversize, instead), never holds
 //     more than its in-flight bound, and accepts a stream's fragments only
 //     in index order starting at 0.
+//   - A session (session.go) derives two keys per connection (X25519, HKDF
+//     over the handshake transcript) and a SessionConn seals every packet
+//     it writes and opens every packet it reads: a packet that fails to
+//     open, is unsealed, carries another session's id or repeats a sequence
+//     number ends the reads with that error. A client given trusted server
+//     keys refuses a handshake not signed by one of them.
 //   - A StreamWindow's consumed total never exceeds what was sent and never
 //     moves backwards.
 //   - A ReplayWindow accepts each sequence number at most once and refuses
