@@ -62,7 +62,7 @@ func newBus(logs *redexadapter.Adapter, logger *slog.Logger) (*bus.Bus, error) {
 	return bus.New(logs, bus.Config{
 		NoBaseShards: true,
 		MaxShards:    1 << 16,
-		RingCapacity: 1 << 14,
+		RingCapacity: busRingCapacity, // fill ratios (status.go) are relative to it
 		Backpressure: bus.FailProducer(),
 		Batch:        bus.BatchConfig{Min: 1, Max: 4096, MaxDelay: 200 * time.Microsecond},
 		Logger:       logger,
