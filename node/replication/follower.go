@@ -532,6 +532,13 @@ func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from
 		}
 	}
 	had, hadFirst := f.o.Log.NextSeq(), f.o.Log.FirstSeq()
+	// TODO(issue 7): the reset is durable before FollowerOptions.Resync
+	// stores the owner's daemon snapshots (node: resyncDaemons). A crash
+	// in between restarts the follower with its log at the owner's head
+	// and only its old snapshots, which lie below the head: its warm
+	// daemon copies halt with redex.ErrPruned, and as its log is no longer
+	// lagged nothing resyncs it again. Stage the snapshots durably (in the
+	// daemons' snapshot files, with the feeds stopped) before the reset.
 	if err := f.o.Log.ResetTo(r.First); err != nil {
 		return acceptMsg{}, &appendError{err: fmt.Errorf("reset to the owner's head %d: %w", r.First, err)}
 	}
