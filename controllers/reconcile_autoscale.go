@@ -103,10 +103,12 @@ func autoscalePolicy(mc *meshv1.MeshCluster) shard.Policy {
 }
 
 // shardReport is what the owner of one shard said about it: whether its
-// log is empty, and its load.
+// log is empty, whether it has stopped taking events for it (draining,
+// released from its node bus), and its load.
 type shardReport struct {
-	empty bool
-	load  *node.ShardLoad
+	empty    bool
+	draining bool
+	load     *node.ShardLoad
 }
 
 // readShardReports asks every active member for its status and returns
@@ -148,11 +150,27 @@ func readShardReports(ctx context.Context, dial adminclient.Dialer, t *topology.
 				continue
 			}
 			if sh, ok := t.Shard(s.ID); ok && sh.Owner == a.name {
-				out[s.ID] = shardReport{empty: s.First == s.Next, load: s.Load}
+				out[s.ID] = shardReport{empty: s.First == s.Next, draining: s.Draining, load: s.Load}
 			}
 		}
 	}
 	return out, nil
+}
+
+// drainedEmpty picks a draining shard that can leave t: its owner reports
+// it draining too (the owner applied the draining epoch and released the
+// shard from its node bus, so it appends nothing more to it) and its log
+// empty (retention removed everything). Trusting the operator's record
+// alone would remove a shard whose owner missed the draining push and
+// still appends keyless events to it: acknowledged events gone with it.
+func drainedEmpty(t *topology.Topology, reports map[uint16]shardReport) (uint16, bool) {
+	for _, s := range t.Shards {
+		rep, ok := reports[s.ID]
+		if s.Draining && !s.Fenced && ok && rep.draining && rep.empty {
+			return s.ID, true
+		}
+	}
+	return 0, false
 }
 
 // planAutoscale returns this pass's autoscaling step (nil: none) and when
@@ -201,12 +219,7 @@ func (r *MeshClusterReconciler) planAutoscale(ctx context.Context, mc *meshv1.Me
 
 	// A draining shard retention emptied leaves the topology; the shard
 	// set shrinks whatever the cooldown (nothing is routed to it).
-	for _, s := range t.Shards {
-		rep, ok := reports[s.ID]
-		if !s.Draining || s.Fenced || !ok || !rep.empty {
-			continue
-		}
-		id := s.ID
+	if id, ok := drainedEmpty(t, reports); ok {
 		msg := fmt.Sprintf("removing drained shard %d: retention emptied it (%d shards left)", id, len(t.Shards)-1)
 		obs.Operation = &status.Operation{Reason: "Autoscaling", Message: msg}
 		return &operation{reason: "Autoscaling", message: msg, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {

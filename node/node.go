@@ -65,6 +65,12 @@ type Node struct {
 	mu         sync.RWMutex
 	topo       *topology.Topology
 	leaseUntil time.Time
+	// busEpoch is the epoch whose owned, routable shards the node bus
+	// holds: set once syncShards finished for it, so a draining shard is
+	// reported as such (ShardStatus.Draining) only after the bus released
+	// it and every event the node may still acknowledge on it is in its
+	// log.
+	busEpoch uint64
 	// draining refuses every write (as "moving"): the node is leaving.
 	draining bool
 }
@@ -264,7 +270,14 @@ func (n *Node) ApplyTopology(t *topology.Topology) error {
 	// The bus holds the owned shards that take new events: a draining
 	// shard leaves it (keyless events go elsewhere) while the node keeps
 	// owning, serving and replicating its log.
-	return errors.Join(n.syncFollowers(t), n.syncShards(ctx, busView(t)), n.syncDaemons(t))
+	followErr := n.syncFollowers(t)
+	busErr := n.syncShards(ctx, busView(t))
+	if busErr == nil {
+		n.mu.Lock()
+		n.busEpoch = t.Epoch
+		n.mu.Unlock()
+	}
+	return errors.Join(followErr, busErr, n.syncDaemons(t))
 }
 
 // busView is t as the node bus must see it: draining shards have no

@@ -37,6 +37,10 @@ type ShardStatus struct {
 	DaemonNext uint64 `json:"daemonNext,omitempty"`
 	// Draining (an added shard autoscaling retires): the shard takes no
 	// new events and is read until retention empties it (First == Next).
+	// An owner reports it only once its node bus released the shard, so
+	// its First and Next then cover every event it may acknowledge on
+	// the shard: the operator removes a drained shard on that report
+	// alone.
 	Draining bool `json:"draining,omitempty"`
 	// Load (owner) is what the node measured of the shard over the last
 	// second: the signals of the autoscaling policy.
@@ -65,9 +69,8 @@ type ShardLoad struct {
 	Samples int `json:"samples"`
 }
 
-// busRingCapacity is each node-bus shard's ring size; it must match the
-// RingCapacity newBus configures (dataplane.go), as fill ratios are
-// relative to it.
+// busRingCapacity is each node-bus shard's ring size (newBus,
+// dataplane.go); fill ratios are relative to it.
 const busRingCapacity = 1 << 14
 
 const (
@@ -192,10 +195,15 @@ func (n *Node) ShardStatuses() []ShardStatus {
 	reporter, _ := n.replicas.(PositionReporter)
 	n.replMu.Unlock()
 
+	// Draining is sticky (a shard never stops draining), so a bus synced
+	// to t's epoch or a later one no longer holds t's draining shards.
+	n.mu.RLock()
+	released := n.busEpoch >= t.Epoch
+	n.mu.RUnlock()
 	var out []ShardStatus
 	for _, id := range t.OwnedBy(n.name) {
 		s, _ := t.Shard(id)
-		st := ShardStatus{ID: id, Role: "owner", Fenced: s.Fenced, Draining: s.Draining}
+		st := ShardStatus{ID: id, Role: "owner", Fenced: s.Fenced, Draining: s.Draining && released}
 		n.fillRange(&st)
 		st.Load = n.load.load(id)
 		if reporter != nil {
