@@ -103,6 +103,16 @@ type ServerSession struct {
 	// key held elsewhere (identity.KeyPair.Sign).
 	Sign   func(msg []byte) []byte
 	Public ed25519.PublicKey
+	// Timeout bounds the wait for the first packet and the handshake.
+	// Default SessionHandshakeTimeout.
+	Timeout time.Duration
+}
+
+func (ss ServerSession) timeout() time.Duration {
+	if ss.Timeout > 0 {
+		return ss.Timeout
+	}
+	return SessionHandshakeTimeout
 }
 
 func (ss ServerSession) signer() (ed25519.PublicKey, func([]byte) []byte) {
@@ -122,7 +132,7 @@ func (ss ServerSession) signer() (ed25519.PublicKey, func([]byte) []byte) {
 // unsealed.
 func (ss ServerSession) AcceptOrPlain(conn net.Conn, require bool) (net.Conn, error) {
 	var hb [HeaderSize]byte
-	_ = conn.SetReadDeadline(time.Now().Add(SessionHandshakeTimeout))
+	_ = conn.SetReadDeadline(time.Now().Add(ss.timeout()))
 	_, err := io.ReadFull(conn, hb[:])
 	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -168,7 +178,7 @@ func (cs ClientSession) Handshake(conn net.Conn) (*SessionConn, error) {
 	hello = append(hello, helloKind, sessionVersion)
 	hello = append(hello, priv.PublicKey().Bytes()...)
 	hello = appendRandom(hello, 16)
-	restore := handshakeDeadline(conn)
+	restore := handshakeDeadline(conn, SessionHandshakeTimeout)
 	defer restore()
 	if err := writeHandshake(conn, cs.Subprotocol, hello); err != nil {
 		return nil, err
@@ -216,7 +226,7 @@ func (cs ClientSession) Handshake(conn net.Conn) (*SessionConn, error) {
 // client's hello (IsSessionHello), and returns the sealed connection. On
 // error the caller closes conn.
 func (ss ServerSession) Accept(conn net.Conn) (*SessionConn, error) {
-	restore := handshakeDeadline(conn)
+	restore := handshakeDeadline(conn, ss.timeout())
 	defer restore()
 	var hb [HeaderSize]byte
 	if _, err := io.ReadFull(conn, hb[:]); err != nil {
@@ -277,8 +287,8 @@ func appendRandom(b []byte, n int) []byte {
 	return append(b, r...)
 }
 
-func handshakeDeadline(conn net.Conn) (restore func()) {
-	_ = conn.SetDeadline(time.Now().Add(SessionHandshakeTimeout))
+func handshakeDeadline(conn net.Conn, d time.Duration) (restore func()) {
+	_ = conn.SetDeadline(time.Now().Add(d))
 	return func() { _ = conn.SetDeadline(time.Time{}) }
 }
 

@@ -32,10 +32,10 @@ import (
 // session accepts a handshake on *conn if it starts with one, replacing
 // *conn with the sealed connection.
 func (s *Server) session(conn *net.Conn) error {
-	ss := wire.ServerSession{}
+	ss := wire.ServerSession{Timeout: s.o.HandshakeTimeout}
 	if s.o.SessionKey != nil {
 		if k := s.o.SessionKey(); k != nil {
-			ss = wire.ServerSession{Sign: k.Sign, Public: k.PublicKey()}
+			ss.Sign, ss.Public = k.Sign, k.PublicKey()
 		}
 	}
 	c, err := ss.AcceptOrPlain(*conn, s.o.RequireSealed)
