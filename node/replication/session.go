@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -48,9 +49,10 @@ func (s *Server) session(conn *net.Conn) error {
 	return nil
 }
 
-// seal runs the client handshake on conn, trusting the issuer of tok's root
-// link as the owner's key. On error it closes conn.
-func (f *Follower) seal(conn net.Conn, tok []byte) (net.Conn, error) {
+// seal runs the client handshake on conn (ended early if ctx ends), trusting
+// the issuer of tok's root link as the owner's key with RequireSignedOwner.
+// On error it closes conn.
+func (f *Follower) seal(ctx context.Context, conn net.Conn, tok []byte) (net.Conn, error) {
 	if f.o.Plaintext {
 		return conn, nil
 	}
@@ -72,7 +74,9 @@ func (f *Follower) seal(conn net.Conn, tok []byte) (net.Conn, error) {
 		}
 		trusted = append(trusted, keys...)
 	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	sc, err := wire.ClientSession{Subprotocol: Subprotocol, TrustedServerKeys: trusted}.Handshake(conn)
+	stop()
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("replication: session with the owner: %w", err)

@@ -32,7 +32,9 @@ func DialSealed(ctx context.Context, addr string, trusted []ed25519.PublicKey) (
 	if err != nil {
 		return nil, err
 	}
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	sc, err := wire.ClientSession{Subprotocol: Subprotocol, TrustedServerKeys: trusted}.Handshake(c)
+	stop()
 	if err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("%w: %w", ErrConnection, err)
