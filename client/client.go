@@ -109,6 +109,12 @@ type Options struct {
 	// credentials (kept current by credential rotation) so the SDK pins
 	// node keys by default.
 	ServerKeys []ed25519.PublicKey
+	// TopologyMaxAge is how old the topology may be when a poll finds
+	// every polled owner caught up before the poller refreshes it
+	// (default 1 s; negative: never there). Polls succeed against a stale
+	// topology, so without it a poller would never read a shard added by
+	// autoscaling on, or moved or promoted to, a member it does not poll.
+	TopologyMaxAge time.Duration
 }
 
 // Transport selects how ingest and poll reach the nodes.
@@ -130,6 +136,8 @@ type Client struct {
 	mu   sync.RWMutex
 	topo *topology.Topology
 	rr   int
+	// refreshed is when a Refresh last learnt a topology.
+	refreshed time.Time
 
 	tokens *tokenSource // nil: no authentication
 
@@ -151,6 +159,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = time.Second
+	}
+	if opts.TopologyMaxAge == 0 {
+		opts.TopologyMaxAge = time.Second
 	}
 	tokens, err := newTokenSource(opts)
 	if err != nil {
@@ -234,8 +245,16 @@ func (c *Client) Refresh(ctx context.Context) error {
 	if c.topo == nil || best.Epoch >= c.topo.Epoch {
 		c.topo = best
 	}
+	c.refreshed = time.Now()
 	c.mu.Unlock()
 	return nil
+}
+
+// topologyOlderThan says the last successful Refresh was more than d ago.
+func (c *Client) topologyOlderThan(d time.Duration) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return time.Since(c.refreshed) > d
 }
 
 // Event is one event to ingest.

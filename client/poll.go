@@ -52,7 +52,10 @@ func (p *Poller) Cursor() (string, error) {
 // Poll returns the next page of at most limit events from every owner. A
 // node that cannot be reached is skipped for this page after a topology
 // refresh (its shards show up in HasMore once it is back); a refusal such as
-// behind_retention is returned as an error.
+// behind_retention is returned as an error. A page that finds every owner
+// caught up refreshes a topology older than Options.TopologyMaxAge and
+// reports HasMore when the epoch changed, so shards added or moved to
+// members not polled before are read too.
 func (p *Poller) Poll(ctx context.Context, limit int) (Page, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -97,6 +100,14 @@ func (p *Poller) Poll(ctx context.Context, limit int) (Page, error) {
 	if unreachable {
 		page.HasMore = true
 		_ = p.c.Refresh(ctx)
+	} else if len(page.Events) == 0 && !page.HasMore && p.c.opts.TopologyMaxAge > 0 && p.c.topologyOlderThan(p.c.opts.TopologyMaxAge) {
+		// Every owner polled is caught up, but the topology may be stale:
+		// a shard added, moved or promoted to another member is read
+		// only once the topology names it. A newer epoch means more may
+		// be there (the caller polls again instead of stopping).
+		if err := p.c.Refresh(ctx); err == nil && p.c.Topology().Epoch != t.Epoch {
+			page.HasMore = true
+		}
 	}
 	return page, nil
 }
