@@ -41,6 +41,10 @@ type hostedDaemon struct {
 	feed  *cortex.Driver[shardfeed.Progress]
 	// feedErr is why the last feed halted (nil while it runs).
 	feedErr error
+	// store keeps the host's periodic snapshot (Disk mode; nil in
+	// Memory mode). A resync stages the owner's snapshot through it
+	// (stageResync), so the host's older saves cannot replace it.
+	store *snapshotFile
 }
 
 // daemonTable holds the node's hosted daemons. Its lock guards the map and
@@ -171,12 +175,12 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 			// the owner's snapshots (resyncDaemons). TODO(issue 8): a log
 			// cut back (diverged) must rebuild its daemon copies; today no
 			// log is cut under a feed (TruncateDiverged is off).
-			host, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d, roles[k.shard] == "follower")
+			host, store, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d, roles[k.shard] == "follower")
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			h = &hostedDaemon{decl: dt.decls[i], shard: k.shard, host: host, role: roles[k.shard]}
+			h = &hostedDaemon{decl: dt.decls[i], shard: k.shard, host: host, role: roles[k.shard], store: store}
 			dt.mu.Lock()
 			dt.hosts[k] = h
 			dt.mu.Unlock()
@@ -200,7 +204,7 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 // (or whose Memory-mode log does not start at 0) cannot seed a daemon:
 // its feed halts with redex.ErrPruned and status reports it; fetching a
 // peer's snapshot for it is not done.
-func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon, follower bool) (*compute.Host, error) {
+func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.MeshDaemon, follower bool) (*compute.Host, *snapshotFile, error) {
 	dt := n.daemons
 	seed := dt.seeds[k]
 	delete(dt.seeds, k)
@@ -211,14 +215,14 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 		if seed != nil {
 			if h, err := compute.RestoreHost(seed, d, compute.HostConfig{}); err == nil {
 				n.logger.Info("daemon copy restored from the owner's resync snapshot", "daemon", k.name, "shard", k.shard, "next", seed.Cursor.Next())
-				return h, nil
+				return h, nil, nil
 			}
 		}
-		return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), compute.HostConfig{}), nil
+		return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), compute.HostConfig{}), nil, nil
 	}
 	l, err := n.logs.Log(k.shard)
 	if err != nil {
-		return nil, fmt.Errorf("daemon %s on shard %d: open log: %w", k.name, k.shard, err)
+		return nil, nil, fmt.Errorf("daemon %s on shard %d: open log: %w", k.name, k.shard, err)
 	}
 	store := &snapshotFile{path: snapshotPath(dt.snapDir, k.name, k.shard), log: l}
 	cfg := compute.HostConfig{SnapshotEvery: daemonSnapshotEvery, Store: store}
@@ -226,7 +230,7 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 		if h, err := compute.RestoreHost(seed, d, cfg); err == nil {
 			_, _ = h.Snapshot() // replaces the stored one, which the reset left behind
 			n.logger.Info("daemon copy restored from the owner's resync snapshot", "daemon", k.name, "shard", k.shard, "next", seed.Cursor.Next())
-			return h, nil
+			return h, store, nil
 		}
 	}
 	snap, why := loadSnapshot(store.path, kind, config, l, follower)
@@ -238,12 +242,12 @@ func (n *Node) newDaemonHost(k daemonKey, kind string, config []byte, d compute.
 		if err == nil {
 			store.next = snap.Cursor.Next()
 			n.logger.Info("daemon restored from its snapshot", "daemon", k.name, "shard", k.shard, "next", snap.Cursor.Next())
-			return h, nil
+			return h, store, nil
 		}
 		// A failed Restore leaves d's (fresh) state intact.
 		n.logger.Warn("daemon snapshot does not restore; folding the log from the start", "daemon", k.name, "shard", k.shard, "err", err)
 	}
-	return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), cfg), nil
+	return compute.NewHost(k.name, kind, config, d, compute.CursorAt(0), cfg), store, nil
 }
 
 // ensureFeedLocked starts h's feed unless it is running. A halted feed's
@@ -443,6 +447,66 @@ func (n *Node) daemonSnapshots(shard uint16) ([][]byte, error) {
 	return out, errors.Join(errs...)
 }
 
+// stageResync runs when the replication follower of r.Shard has the
+// owner's daemon snapshots and is about to reset its log to the owner's
+// head (FollowerOptions.StageResync). In Disk mode it stops the shard's
+// feeds and stores each owner snapshot as its daemon's snapshot file,
+// durably, before the reset: a crash after the reset then restarts the
+// copies from the owner's state (loadSnapshot takes a follower snapshot
+// ahead of its log) instead of from their own snapshots, which lie below
+// the head the log now starts at, so they would halt for good. A crash
+// before the reset finds the log still lagged and is resynced again.
+// resyncDaemons restores the copies and restarts the feeds after the
+// reset.
+func (n *Node) stageResync(r replication.Resync) {
+	dt := n.daemons
+	if dt.snapDir == "" {
+		return // Memory mode: a restart loses the log too
+	}
+	l, err := n.logs.Log(r.Shard)
+	if err != nil {
+		n.logger.Warn("resync: daemon snapshots not staged", "shard", r.Shard, "err", err)
+		return
+	}
+	dt.feedMu.Lock()
+	defer dt.feedMu.Unlock()
+	dt.mu.Lock()
+	hosts := map[string]*hostedDaemon{}
+	for k, h := range dt.hosts {
+		if k.shard == r.Shard {
+			hosts[k.name] = h
+		}
+	}
+	dt.mu.Unlock()
+	for _, h := range hosts {
+		// A running feed would keep saving the copy's own (older) state.
+		dt.mu.Lock()
+		old := h.feed
+		h.feed, h.feedErr = nil, nil
+		dt.mu.Unlock()
+		if old != nil {
+			_ = old.Close()
+		}
+	}
+	for _, b := range r.Daemons {
+		snap, err := compute.DecodeSnapshot(b)
+		if err != nil {
+			continue // resyncDaemons reports it
+		}
+		store := &snapshotFile{path: snapshotPath(dt.snapDir, snap.Daemon, r.Shard), log: l}
+		if h := hosts[snap.Daemon]; h != nil && h.store != nil {
+			store = h.store // its cursor guard keeps older saves out
+		}
+		if err := store.SaveSnapshot(snap); err != nil {
+			n.logger.Warn("resync: owner's daemon snapshot not staged", "daemon", snap.Daemon, "shard", r.Shard, "err", err)
+		}
+	}
+}
+
+// resyncCrashed, set by tests, makes resyncDaemons do nothing, as if the
+// process died right after the follower's log reset.
+var resyncCrashed func() bool
+
 // resyncDaemons runs when the replication follower of r.Shard was reset
 // to the owner's log head (FollowerOptions.Resync): every warm copy on the
 // shard is restored from the owner's snapshot of the same daemon (same
@@ -453,6 +517,9 @@ func (n *Node) daemonSnapshots(shard uint16) ([][]byte, error) {
 // It runs on the follower's goroutine, before any entry after the head
 // is appended, and takes no applyMu (ApplyTopology waits for followers).
 func (n *Node) resyncDaemons(r replication.Resync) {
+	if resyncCrashed != nil && resyncCrashed() {
+		return
+	}
 	snaps := map[string]*compute.Snapshot{}
 	for _, b := range r.Daemons {
 		s, err := compute.DecodeSnapshot(b)

@@ -122,6 +122,7 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 			// slow): start over from the owner's log head with the
 			// owner's daemon snapshots rather than stop.
 			Resync:           n.resyncDaemons,
+			StageResync:      n.stageResync,
 			TrustedOwnerKeys: n.trustedOwnerKeys(),
 			SyncBeforeAck:    n.syncBeforeAck,
 			Logger:           n.logger,

@@ -401,3 +401,218 @@ func TestDiskFollowerRestartedBeforeCatchingUpKeepsTheResyncSnapshot(t *testing.
 		}
 	}
 }
+
+// TestFollowerCrashedRightAfterAResyncResetKeepsItsDaemonCopies: as
+// TestStoppedFollowerResyncsAfterTheOwnerPrunedPastIt, but the follower
+// process dies right after its logs were reset to the owner's head, before
+// the owner's daemon snapshots were restored. Its log is then no longer
+// lagged, so nothing resyncs it again: its warm daemon copies must come
+// back from the owner's snapshots, staged on disk before the reset, and
+// equal the reference fold of the whole history, not halt because their
+// own snapshots lie below the log's new head.
+func TestFollowerCrashedRightAfterAResyncResetKeepsItsDaemonCopies(t *testing.T) {
+	ctx := context.Background()
+	ck, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	owner, err := New(Options{Name: "a", ClusterKey: ck, Logger: log, Config: &nodeconfig.Config{
+		Storage:   nodeconfig.Storage{Mode: "Memory", Fsync: "Never"},
+		Retention: nodeconfig.Retention{MaxEvents: 50},
+		Daemons:   testDecls,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	srv, err := replication.NewServer(replication.ServerOptions{Source: owner.OwnerSource(),
+		Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.27.152:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() { srv.Close(); <-served }()
+
+	topo := &topology.Topology{
+		Cluster: "demo", Epoch: 1, LeaseMillis: 600_000, BaseShards: 2,
+		Members: []topology.Member{
+			{Name: "a", Role: topology.Active, Data: "127.0.27.152:1", Wire: ln.Addr().String()},
+			{Name: "b", Role: topology.Standby, Data: "127.0.27.153:1", Wire: "127.0.27.153:2"},
+		},
+		Shards: []topology.Shard{{ID: 0, Owner: "a", Followers: []string{"b"}}, {ID: 1, Owner: "a", Followers: []string{"b"}}},
+	}
+	if err := owner.ApplyTopology(topo); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	startFollower := func() *Node {
+		t.Helper()
+		n, err := New(Options{Name: "b", ClusterKey: ck, Logger: log, Config: &nodeconfig.Config{
+			Storage: nodeconfig.Storage{Mode: "Disk", Dir: dir, Fsync: "Never"},
+			Daemons: testDecls,
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.ApplyTopology(topo); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	i := 0
+	ingest := func(perShard int) {
+		t.Helper()
+		for range perShard {
+			for _, shard := range []uint16{0, 1} {
+				if _, err := owner.Ingest(ctx, []dataapi.Event{{Key: keyFor(topo, shard), Payload: payload(i)}}); err != nil {
+					t.Fatal(err)
+				}
+				i++
+			}
+		}
+	}
+	// history keeps every entry the owner appended, before retention
+	// drops them, for the reference fold.
+	history := map[uint16][]redex.Entry{}
+	record := func() {
+		t.Helper()
+		for _, shard := range []uint16{0, 1} {
+			l, _ := owner.Log(shard)
+			from := uint64(len(history[shard]))
+			es, err := l.Read(from, int(l.NextSeq()-from))
+			if err != nil {
+				t.Fatalf("shard %d: read history from %d: %v", shard, from, err)
+			}
+			history[shard] = append(history[shard], es...)
+		}
+	}
+	caughtUp := func(b *Node) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			done := true
+			for _, shard := range []uint16{0, 1} {
+				ol, _ := owner.Log(shard)
+				fl, _ := b.Log(shard)
+				if fl.NextSeq() != ol.NextSeq() {
+					done = false
+				}
+			}
+			for _, d := range b.DaemonStatuses(false) {
+				fl, _ := b.Log(d.Shard)
+				if d.Next != fl.NextSeq() {
+					done = false
+				}
+			}
+			if done {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("follower did not catch up: %+v / daemons %+v", b.FollowerStatuses(), b.DaemonStatuses(false))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	b := startFollower()
+	ingest(30)
+	record()
+	caughtUp(b)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// b is down; a ingests past its retention and prunes.
+	ingest(200)
+	record()
+	owner.sweepRetention(time.Now())
+	for _, shard := range []uint16{0, 1} {
+		ol, _ := owner.Log(shard)
+		if ol.FirstSeq() <= 30 {
+			t.Fatalf("setup: owner shard %d retains from %d, not past the follower's 30", shard, ol.FirstSeq())
+		}
+	}
+
+	// b restarts lagged and is resynced, but "dies" right after each
+	// follower reset its log: the owner's daemon state is never restored
+	// in memory. It restarts again on the same directory.
+	resyncCrashed = func() bool { return true }
+	t.Cleanup(func() { resyncCrashed = nil })
+	b = startFollower()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := uint64(0)
+		for _, fs := range b.FollowerStatuses() {
+			n += fs.Resyncs
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b was not resynced: %+v", b.FollowerStatuses())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resyncCrashed = nil
+	b = startFollower()
+	defer b.Close()
+	caughtUp(b)
+	checkResynced := func() {
+		t.Helper()
+		for _, shard := range []uint16{0, 1} {
+			ol, _ := owner.Log(shard)
+			fl, _ := b.Log(shard)
+			if fl.FirstSeq() != ol.FirstSeq() || fl.NextSeq() != ol.NextSeq() {
+				t.Fatalf("shard %d: follower holds [%d, %d), owner [%d, %d)", shard, fl.FirstSeq(), fl.NextSeq(), ol.FirstSeq(), ol.NextSeq())
+			}
+			want, _ := ol.Read(ol.FirstSeq(), int(ol.Len()))
+			got, _ := fl.Read(fl.FirstSeq(), int(fl.Len())+1)
+			if len(got) != len(want) {
+				t.Fatalf("shard %d: follower holds %d entries, owner retains %d", shard, len(got), len(want))
+			}
+			for k := range want {
+				if got[k].Seq != want[k].Seq || got[k].Time != want[k].Time || !bytes.Equal(got[k].Payload, want[k].Payload) {
+					t.Fatalf("shard %d entry %d: follower {%d %d %q}, owner {%d %d %q}", shard, k,
+						got[k].Seq, got[k].Time, got[k].Payload, want[k].Seq, want[k].Time, want[k].Payload)
+				}
+			}
+		}
+		statuses := b.DaemonStatuses(true)
+		if len(statuses) != 3 {
+			t.Fatalf("follower hosts %d daemon copies, want 3: %+v", len(statuses), statuses)
+		}
+		for _, d := range statuses {
+			var decl nodeconfig.Daemon
+			for _, dd := range testDecls {
+				if dd.Name == d.Name {
+					decl = dd
+				}
+			}
+			next, state := foldEntries(t, decl, history[d.Shard])
+			if d.Role != "follower" || !d.Running || d.Error != "" || d.Next != next {
+				t.Fatalf("%s/%d on the follower: role %q running %v error %q next %d; want a running follower copy at %d",
+					d.Name, d.Shard, d.Role, d.Running, d.Error, d.Next, next)
+			}
+			if !bytes.Equal(d.State, state) {
+				t.Fatalf("%s/%d on the follower: state %s, want the reference fold of the whole history %s", d.Name, d.Shard, d.State, state)
+			}
+		}
+	}
+	checkResynced()
+
+	// Live replication goes on.
+	ingest(40)
+	record()
+	caughtUp(b)
+	checkResynced()
+}

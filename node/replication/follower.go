@@ -63,6 +63,12 @@ type FollowerOptions struct {
 	// after the reset and before any later entry is appended. Without it
 	// a lagged follower stops.
 	Resync func(Resync)
+	// StageResync, when set with Resync, gets the owner's resync (with
+	// its daemon snapshots) before the log is reset, on the follower's
+	// goroutine: a node stores the snapshots durably there, so a crash
+	// right after the reset does not leave daemon state below the log's
+	// new head.
+	StageResync func(Resync)
 	// Dial opens the connection. Default a net.Dialer with a 5s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Plaintext skips the wire session handshake (session.go). By default
@@ -532,13 +538,10 @@ func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from
 		}
 	}
 	had, hadFirst := f.o.Log.NextSeq(), f.o.Log.FirstSeq()
-	// TODO(issue 7): the reset is durable before FollowerOptions.Resync
-	// stores the owner's daemon snapshots (node: resyncDaemons). A crash
-	// in between restarts the follower with its log at the owner's head
-	// and only its old snapshots, which lie below the head: its warm
-	// daemon copies halt with redex.ErrPruned, and as its log is no longer
-	// lagged nothing resyncs it again. Stage the snapshots durably (in the
-	// daemons' snapshot files, with the feeds stopped) before the reset.
+	if f.o.StageResync != nil {
+		// Before the reset, which is durable: see StageResync.
+		f.o.StageResync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps})
+	}
 	if err := f.o.Log.ResetTo(r.First); err != nil {
 		return acceptMsg{}, &appendError{err: fmt.Errorf("reset to the owner's head %d: %w", r.First, err)}
 	}
