@@ -36,6 +36,10 @@
 //     its warm daemon copies are restored from the owner's snapshots
 //     taken at that moment (replication's resync), so they equal a fold
 //     of the shard's whole history although the log no longer holds it.
+//     In Disk mode the owner's snapshots are stored before the log is
+//     reset, so a crash in between restarts the copies from them. Only an
+//     owner whose wire handshake a trusted cluster key signs is followed
+//     (TrustOwnersSignedBy; the runtime trusts its replication keys).
 //   - Disk mode: New opens every stored shard log, and a corrupt one (not
 //     merely a torn write) stops the node unless the configuration asks
 //     for storage.repairCorruptLogs (redex.Repair, logged loudly).

@@ -44,8 +44,11 @@
 // subscribes again with resync-subscribe (resync.go); the owner answers
 // with its log head, its daemon snapshots for the shard (when its
 // LogSource is a DaemonSnapshotter) and then the stream from the head, and
-// the follower resets its log to the head (redex ResetTo) and hands the
-// snapshots to Resync before it appends anything.
+// the follower hands the snapshots to StageResync (a node stores them
+// durably), resets its log to the head (redex ResetTo) and hands them to
+// Resync before it appends anything. With TrustedOwnerKeys the follower
+// runs none of this for an owner whose handshake a trusted key did not
+// sign.
 //
 // # Invariants (pinned by tests)
 //
