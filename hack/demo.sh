@@ -27,9 +27,11 @@ build() {
 # back, so the demo shows the data path and not only the control plane.
 ingest() {
 	local addrs creds=""
+	# Pods without an IP yet (one restarting) are left out: an empty host
+	# would name this machine.
 	addrs=$(kubectl get pods -l app.kubernetes.io/instance=demo \
-		-o jsonpath='{range .items[*]}{.status.podIP}:9441{","}{end}')
-	addrs=${addrs%,}
+		-o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' |
+		awk 'NF { printf "%s%s:9441", sep, $1; sep = "," }')
 	MESHCTL_ADDRESSES=$addrs
 	# The nodes authenticate the data API with tokens delegated from the
 	# cluster's data key; the operator keeps it in the Secret demo-data-key.

@@ -145,7 +145,11 @@ func finish(fs *flag.FlagSet, args []string, c *common, addrs, transport *string
 		if a == "" {
 			continue
 		}
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+		// An empty host would dial this machine (demo.sh builds the list
+		// from pod IPs, empty while a pod has none), and a port must be a
+		// number: a typo is a usage error, not a failed dial.
+		host, port, err := net.SplitHostPort(a)
+		if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
 			return fmt.Errorf("%w: address %q is not host:port", errUsage, a)
 		}
 		c.Addresses = append(c.Addresses, a)

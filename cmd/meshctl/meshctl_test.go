@@ -56,6 +56,9 @@ func TestParseRejectsBadCommandLines(t *testing.T) {
 	}{
 		{"no address", "ingest", nil, "names no node"},
 		{"address without port", "ingest", []string{"--addresses", "127.0.0.10"}, "not host:port"},
+		{"address without host", "ingest", []string{"--addresses", "127.0.0.10:9441,:9441"}, "not host:port"},
+		{"address with a bad port", "poll", []string{"--addresses", "127.0.0.10:944l"}, "not host:port"},
+		{"address with port 0", "topology", []string{"--addresses", "127.0.0.10:0"}, "not host:port"},
 		{"zero count", "ingest", []string{"--addresses", "h:1", "--count", "0"}, "--count"},
 		{"zero batch", "ingest", []string{"--addresses", "h:1", "--batch", "0"}, "--batch"},
 		{"negative keys", "ingest", []string{"--addresses", "h:1", "--keys", "-1"}, "--keys"},
