@@ -501,9 +501,11 @@ func printTopology(out io.Writer, t *topology.Topology) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.Data, orDash(m.Wire), orDash(strings.Join(owned[m.Name], ",")))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "SHARD\tOWNER\tFOLLOWERS\tFENCED")
+	// DRAINING: an added shard (id from the base count up) autoscaling
+	// retires; it takes no new events and is still read.
+	fmt.Fprintln(tw, "SHARD\tOWNER\tFOLLOWERS\tFENCED\tDRAINING")
 	for _, s := range t.Shards {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\n", s.ID, s.Owner, orDash(strings.Join(s.Followers, ",")), s.Fenced)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%v\n", s.ID, s.Owner, orDash(strings.Join(s.Followers, ",")), s.Fenced, s.Draining)
 	}
 	_ = tw.Flush()
 }

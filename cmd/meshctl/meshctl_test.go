@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/purplerain/mesh-operator/client"
 	"github.com/purplerain/mesh-operator/engine/adapter"
 	"github.com/purplerain/mesh-operator/engine/consumer"
+	"github.com/purplerain/mesh-operator/node/topology"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -127,3 +129,18 @@ func TestRunUsage(t *testing.T) {
 }
 
 func equal(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
+
+// topology shows which added shard drains, so autoscaling's work is
+// visible where the shards are listed.
+func TestPrintTopologyShowsDrainingShards(t *testing.T) {
+	top := &topology.Topology{Cluster: "c", Epoch: 9, LeaseMillis: 5000, BaseShards: 1,
+		Members: []topology.Member{{Name: "a", Role: topology.Active, Data: "h:1"}},
+		Shards:  []topology.Shard{{ID: 0, Owner: "a"}, {ID: 1, Owner: "a", Draining: true}, {ID: 2, Owner: "a"}}}
+	var out bytes.Buffer
+	printTopology(&out, top)
+	for _, want := range []string{`(?m)^SHARD\s+OWNER\s+FOLLOWERS\s+FENCED\s+DRAINING$`, `(?m)^1\s+a\s+-\s+false\s+true$`, `(?m)^2\s+a\s+-\s+false\s+false$`} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("topology output does not match %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -213,7 +213,7 @@ func TestIngestPollAndTopologyAgainstRealNodes(t *testing.T) {
 		`cluster meshctl, epoch 1, 4 base shards`,
 		`(?m)^a0\s+active\s+` + regexp.QuoteMeta(data[0]) + `\s+\S+\s+0,2$`,
 		`(?m)^s0\s+standby\s+` + regexp.QuoteMeta(data[2]) + `\s+\S+\s+-$`,
-		`(?m)^1\s+a1\s+s0\s+false$`,
+		`(?m)^1\s+a1\s+s0\s+false\s+false$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("topology output does not match %q:\n%s", want, out)
