@@ -291,6 +291,18 @@ func upDetached(state string, args []string, wait time.Duration) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// stopStarting stops the child and waits for it (SIGKILL after 90 s,
+	// and whatever it recorded starting).
+	stopStarting := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(90 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			_, _ = cluster.KillRecorded(state, 10*time.Second)
+		}
+	}
 	deadline := time.After(wait)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -299,18 +311,14 @@ func upDetached(state string, args []string, wait time.Duration) error {
 		case err := <-exited:
 			return fmt.Errorf("local cluster exited during start (%v); its log:\n%s", err, tail(logPath, from, 30))
 		case sig := <-sigs:
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(90 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-				_, _ = cluster.KillRecorded(state, 10*time.Second)
-			}
+			stopStarting()
 			return fmt.Errorf("%v: stopped the local cluster that was starting (logs in %s)", sig, filepath.Dir(logPath))
 		case <-deadline:
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			return fmt.Errorf("local cluster not ready after %s; logs in %s", wait, filepath.Dir(logPath))
+			// Stopped before returning, as on Ctrl-C: a cluster still
+			// shutting down would pass for a running one (its pid file)
+			// with the next `up` or `make demo`.
+			stopStarting()
+			return fmt.Errorf("local cluster not ready after %s: stopped it; logs in %s", wait, filepath.Dir(logPath))
 		case <-tick.C:
 			if _, err := os.Stat(filepath.Join(state, "ready")); err == nil {
 				fmt.Printf("local cluster running (pid %d); kubeconfig %s; logs %s\n", cmd.Process.Pid, filepath.Join(state, "kubeconfig"), filepath.Dir(logPath))

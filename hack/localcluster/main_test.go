@@ -370,3 +370,64 @@ wait:
 		t.Errorf("localcluster.pid left behind (%v)", err)
 	}
 }
+
+// TestADetachedUpThatGivesUpStopsTheStartingCluster: `up --detach` whose
+// --wait runs out stops the cluster it was starting before it returns,
+// as on Ctrl-C: nothing of it runs afterwards and its pid file is gone,
+// so the next `up` (or make demo) does not take a cluster shutting down
+// for a running one.
+func TestADetachedUpThatGivesUpStopsTheStartingCluster(t *testing.T) {
+	state := t.TempDir()
+	var out bytes.Buffer
+	cmd := localcluster(t, &out, "up", "--detach", "--wait=1500ms", "--state-dir="+state, "--assets="+assets(t),
+		"--apiserver-port=0", "--etcd-port=0", "--crd-dir=", "--pod-ips=127.0.8.171-127.0.8.180")
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	seen := map[int]bool{}
+	defer func() {
+		for p := range seen {
+			if alive(p) {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		_, _ = cluster.KillRecorded(state, 10*time.Second)
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var waitErr error
+wait:
+	for {
+		select {
+		case waitErr = <-exited:
+			break wait
+		case <-tick.C:
+			for _, p := range descendants(cmd.Process.Pid) {
+				seen[p] = true
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("up --detach did not return after its --wait:\n%s", out.String())
+		}
+	}
+	if waitErr == nil {
+		// Ready within 1.5 s: there was no give-up to test.
+		if pid, ok := running(state); ok {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			for start := time.Now(); alive(pid) && time.Since(start) < time.Minute; {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		t.Skip("the local cluster was ready within --wait=1500ms")
+	}
+	if !strings.Contains(out.String(), "not ready after") || len(seen) == 0 {
+		t.Fatalf("up --detach gave up (%v) without saying so or without starting anything (%d processes seen):\n%s", waitErr, len(seen), out.String())
+	}
+	for p := range seen {
+		if alive(p) {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+			t.Errorf("process %d (%s) still runs after up --detach gave up", p, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		}
+	}
+	if _, err := os.Stat(pidFile(state)); !os.IsNotExist(err) {
+		t.Errorf("localcluster.pid left behind (%v)", err)
+	}
+}
