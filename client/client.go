@@ -314,6 +314,10 @@ func (c *Client) Ingest(ctx context.Context, events ...Event) ([]dataapi.Ack, er
 }
 
 // route groups pending events by the data address they go to.
+// TODO(issue 8): a client that only ingests learns a new topology only
+// from a refused write, so keyless events never reach a shard added on a
+// member that owned no routable shard before; refresh a topology older
+// than TopologyMaxAge without blocking ingest (and stop it in Close).
 func (c *Client) route(events []Event, pending []int) (map[string][]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
