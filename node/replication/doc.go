@@ -33,16 +33,17 @@
 // next seq, or when its own entry at from-1 differs from the follower's: the
 // refusal's seq is where the follower must cut its log (the owner's next
 // seq, or from-1, so a divergent suffix is walked back one entry per
-// attempt). After accept the owner streams entry messages (backfill by
+// attempt); a resync-subscribe is answered with a resync instead
+// (divergence.go). After accept the owner streams entry messages (backfill by
 // reads, then live by a redex tail; many entries per packet) and a
 // heartbeat every HeartbeatInterval;
 // the follower appends each packet's entries with one AppendReplicatedBatch
 // and answers with an ack of its next seq, and acks again every AckInterval.
 // A refuse can also end a running stream (lagged, too large, unavailable).
 //
-// A follower with FollowerOptions.Resync that was refused as lagged
-// subscribes again with resync-subscribe (resync.go); the owner answers
-// with its log head, its daemon snapshots for the shard (when its
+// A follower with FollowerOptions.Resync subscribes with resync-subscribe
+// (resync.go); when the owner pruned its next seq, or finds its log
+// diverged (divergence.go), the owner answers with its log head, its daemon snapshots for the shard (when its
 // LogSource is a DaemonSnapshotter) and then the stream from the head, and
 // the follower hands the snapshots to StageResync (a node stores them
 // durably), resets its log to the head (redex ResetTo) and hands them to
@@ -71,8 +72,10 @@
 //     FollowerOptions.Resync drops its whole log, restarts it at the
 //     owner's head and counts the resync in its status (its log then holds
 //     exactly the owner's retained entries); if the follower holds seqs
-//     the owner never had, it stops with *DivergedError (or, when allowed
-//     by TruncateDiverged, cuts them off loudly and resubscribes). A slow follower is
+//     the owner never had, or its last entry is not the owner's, it is
+//     resynced the same way with FollowerOptions.Resync, and otherwise
+//     stops with *DivergedError (or, when allowed by TruncateDiverged,
+//     cuts them off loudly and resubscribes). A slow follower is
 //     not lagged: when its live tail overflows, the owner catches it up by
 //     reads from where it stopped.
 //   - An ack is never beyond what the owner sent (else the connection is
@@ -84,13 +87,15 @@
 //
 // The log-matching check compares one entry, not a chain: a divergent suffix
 // whose last entry has the owner's exact stamp, flags and payload would go
-// unnoticed. Resync does not need more (it replaces the follower's whole
-// log, so nothing is matched). TODO(issue 7): an exact divergence check
-// needs each entry stamped with the epoch that wrote it (as Raft does with
-// terms), carried in the entry message and in redex's frame (a format
-// change on disk); worth it once the operator cuts diverged followers
-// automatically (TruncateDiverged, issue 8), since a cut based on a false
-// match would keep a suffix the new owner never had.
+// unnoticed. The repair does not make it worse: a diverged follower is
+// resynced (its whole log replaced, divergence.go), never cut back to a
+// matching entry, so no suffix is kept on a false match; a stamp is a
+// nanosecond time, so a false match needs the same payload written at the
+// same nanosecond. TODO(issue 7): an exact divergence check needs each
+// entry stamped with the epoch that wrote it (as Raft does with terms),
+// carried in the entry message and in redex's frame (a format change on
+// disk); TruncateDiverged, which cuts back, would need it before anyone
+// turns it on.
 //
 // An entry larger than one packet travels as fragments (fragment.go) and
 // is reassembled by the reader within a bound, so the protocol above sees

@@ -343,7 +343,10 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 	var wmu sync.Mutex // pw is shared with the periodic acker
 	_ = conn.SetWriteDeadline(time.Now().Add(f.o.ReadTimeout))
 	first := appendSubscribe(nil, sub)
-	if f.wantResync {
+	// With Resync every subscription may be answered with a resync: a
+	// lagged one, or a diverged one (divergence.go).
+	askResync := f.wantResync || f.o.Resync != nil
+	if askResync {
 		first = appendResyncSubscribe(nil, sub)
 	}
 	if err := pw.send(first); err != nil {
@@ -359,11 +362,15 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 		return false, fmt.Errorf("%w: subscribe answered with %d messages", ErrProtocol, len(msgs))
 	}
 	var acc acceptMsg
-	if f.wantResync && len(msgs[0]) > 0 && msgKind(msgs[0][0]) == kindResync {
+	// skipBelow: after a divergence resync whose head is below the log's
+	// first seq, the streamed entries below it are skipped.
+	skipBelow := uint64(0)
+	if askResync && len(msgs[0]) > 0 && msgKind(msgs[0][0]) == kindResync {
 		if acc, err = f.resync(conn, pr, msgs[0], epoch, from); err != nil {
 			return false, err
 		}
 		from = acc.From
+		skipBelow = f.o.Log.NextSeq()
 	} else {
 		m, err := decodeMessage(msgs[0])
 		if err != nil {
@@ -474,6 +481,9 @@ func (f *Follower) session(ctx context.Context) (accepted bool, err error) {
 			f.status.OwnerNext = max(f.status.OwnerNext, ownerNext)
 			f.mu.Unlock()
 		}
+		if skipBelow > 0 && len(entries) > 0 {
+			entries = skipEntries(entries, skipBelow)
+		}
 		if len(entries) > 0 {
 			if f.o.beforeAppend != nil {
 				f.o.beforeAppend(len(entries))
@@ -514,9 +524,12 @@ func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from
 	if err != nil {
 		return acceptMsg{}, err
 	}
-	if r.Shard != f.o.Shard || r.First <= from {
-		return acceptMsg{}, fmt.Errorf("%w: resync of shard %d to head %d, asked shard %d from %d", ErrProtocol, r.Shard, r.First, f.o.Shard, from)
+	if r.Shard != f.o.Shard {
+		return acceptMsg{}, fmt.Errorf("%w: resync of shard %d, asked shard %d", ErrProtocol, r.Shard, f.o.Shard)
 	}
+	// A head beyond from: this follower lagged. Otherwise the owner found
+	// its log diverged (divergence.go).
+	diverged := r.First <= from
 	if r.Epoch < epoch {
 		return acceptMsg{}, &StaleEpochError{Shard: r.Shard, Refuser: SideFollower, Follower: epoch, Owner: r.Epoch}
 	}
@@ -542,14 +555,32 @@ func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from
 		// Before the reset, which is durable: see StageResync.
 		f.o.StageResync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps})
 	}
-	if err := f.o.Log.ResetTo(r.First); err != nil {
-		return acceptMsg{}, &appendError{err: fmt.Errorf("reset to the owner's head %d: %w", r.First, err)}
+	if diverged {
+		// Seqs never go back: drop every entry, leaving the log empty at
+		// its first seq; the reset below moves it up to the head.
+		if err := f.o.Log.TruncateFrom(hadFirst); err != nil {
+			return acceptMsg{}, &appendError{err: fmt.Errorf("drop a diverged log from %d: %w", hadFirst, err)}
+		}
+	}
+	if r.First > f.o.Log.NextSeq() {
+		if err := f.o.Log.ResetTo(r.First); err != nil {
+			return acceptMsg{}, &appendError{err: fmt.Errorf("reset to the owner's head %d: %w", r.First, err)}
+		}
 	}
 	f.log.Warn("replication: resynced from the owner's log head; the entries this follower held were dropped",
-		"held_from", hadFirst, "held_next", had, "head", r.First, "owner_next", r.OwnerNext, "daemon_snapshots", len(asm.snaps))
+		"diverged", diverged, "held_from", hadFirst, "held_next", had, "head", r.First, "owner_next", r.OwnerNext, "daemon_snapshots", len(asm.snaps))
 	f.o.Resync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps})
 	f.mu.Lock()
 	f.status.Resyncs++
 	f.mu.Unlock()
 	return acceptMsg{Shard: r.Shard, Epoch: r.Epoch, From: r.First, OwnerNext: r.OwnerNext, OwnerFirst: r.First}, nil
+}
+
+// skipEntries drops the entries below seq (in order) from es, in place.
+func skipEntries(es []redex.Entry, seq uint64) []redex.Entry {
+	i := 0
+	for i < len(es) && es[i].Seq < seq {
+		i++
+	}
+	return es[i:]
 }

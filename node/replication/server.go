@@ -90,6 +90,9 @@ type Server struct {
 	acks  map[uint16]*shardAcks
 
 	resyncs atomic.Uint64
+	// divergedResyncs counts the resyncs among them that repaired a
+	// diverged follower (divergence.go).
+	divergedResyncs atomic.Uint64
 }
 
 // Resyncs counts the lagged followers this server resynced from a log
@@ -321,6 +324,10 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	}
 	first, next := lg.FirstSeq(), lg.NextSeq()
 	var snaps [][]byte
+	// diverged: the follower holds seqs the owner never had, or its last
+	// entry is not the owner's. A resync-subscribe gets a resync for it
+	// (divergence.go); a plain subscribe the refusal it always got.
+	diverged := ""
 	switch {
 	case sub.From < first && resync:
 		// Snapshots first, then the head: each snapshot then covers at
@@ -330,16 +337,31 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	case sub.From < first:
 		return refuse(RefuseLagged, first, "owner pruned the follower's next seq")
 	case sub.From > next:
-		return refuse(RefuseDiverged, next, "follower holds seqs the owner never had")
+		if !resync {
+			return refuse(RefuseDiverged, next, "follower holds seqs the owner never had")
+		}
+		diverged = "follower holds seqs the owner never had"
 	case sub.HasPrev && sub.From > first:
 		if e, err := lg.Get(sub.From - 1); err == nil && idOf(e) != sub.Prev {
-			return refuse(RefuseDiverged, sub.From-1, "follower's last entry differs from the owner's")
+			if !resync {
+				return refuse(RefuseDiverged, sub.From-1, "follower's last entry differs from the owner's")
+			}
+			diverged = "follower's last entry differs from the owner's"
 		}
 	}
-	resyncing := sub.From < first
+	if diverged != "" {
+		snaps = s.daemonSnapshots(sub.Shard)
+		first, next = lg.FirstSeq(), lg.NextSeq()
+		s.divergedResyncs.Add(1)
+		s.log.Warn("replication: resyncing a diverged follower from the log head: "+diverged, "shard", sub.Shard,
+			"follower", sub.Name, "from", sub.From, "first", first, "next", next, "daemons", len(snaps))
+	}
+	resyncing := sub.From < first || diverged != ""
 	if resyncing {
-		s.log.Info("replication: resyncing a lagged follower from the log head", "shard", sub.Shard,
-			"follower", sub.Name, "from", sub.From, "first", first, "daemons", len(snaps))
+		if diverged == "" {
+			s.log.Info("replication: resyncing a lagged follower from the log head", "shard", sub.Shard,
+				"follower", sub.Name, "from", sub.From, "first", first, "daemons", len(snaps))
+		}
 		sub.From = first
 	}
 	// Register the follower before it learns it is accepted, so whoever
