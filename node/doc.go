@@ -38,8 +38,9 @@
 //     of the shard's whole history although the log no longer holds it.
 //     In Disk mode the owner's snapshots are stored before the log is
 //     reset, so a crash in between restarts the copies from them. Only an
-//     owner whose wire handshake a trusted cluster key signs is followed
-//     (TrustOwnersSignedBy; the runtime trusts its replication keys).
+//     owner whose wire handshake a trusted cluster key signs is followed:
+//     the node's own cluster key, and whatever TrustOwnersSignedBy returns
+//     (the runtime trusts its replication keys, so a rotation's).
 //   - Disk mode: New opens every stored shard log, and a corrupt one (not
 //     merely a torn write) stops the node unless the configuration asks
 //     for storage.repairCorruptLogs (redex.Repair, logged loudly).

@@ -18,8 +18,9 @@ type follower struct {
 	f     *replication.Follower
 }
 
-// ownerTrust holds the keys an owner must sign the replication handshake
-// with (nil: not set, any owner is followed).
+// ownerTrust holds the keys, besides the node's own cluster key, an owner
+// may sign the replication handshake with (nil: not set, only the node's
+// current cluster key is trusted).
 type ownerTrust = atomic.Pointer[func() []ed25519.PublicKey]
 
 // TrustOwnersSignedBy makes the node's followers (those started from now
@@ -27,18 +28,22 @@ type ownerTrust = atomic.Pointer[func() []ed25519.PublicKey]
 // handshake is signed by one of the keys keys returns, asked at each
 // connection. The node runtime passes its replication verifier's trusted
 // cluster keys (adminapi.New does), so a credential rotation's trust
-// applies as it changes. Without it anyone who answers on an owner's
-// address can feed this node's followers, or answer a resync and make
-// one drop its log.
+// applies as it changes. Without it followers trust only the node's
+// current cluster key (RequireSignedOwner), which breaks replication in
+// the middle of a rotation (peers that switched keys before this node).
+// Either way an owner that does not sign with a trusted key, or a relay
+// that ends the session with its own key, gets nothing from a follower:
+// not its token, not an acknowledgement, not a resync that drops its log.
 func (n *Node) TrustOwnersSignedBy(keys func() []ed25519.PublicKey) {
 	n.ownerKeys.Store(&keys)
 }
 
-// trustedOwnerKeys is what FollowerOptions.TrustedOwnerKeys gets: nil when
-// TrustOwnersSignedBy was not called.
-func (n *Node) trustedOwnerKeys() func() []ed25519.PublicKey {
+// trustedOwnerKeys is FollowerOptions.TrustedOwnerKeys: what the function
+// TrustOwnersSignedBy set last returns (nil before it is called), read at
+// every connection so a follower started earlier sees it too.
+func (n *Node) trustedOwnerKeys() []ed25519.PublicKey {
 	if p := n.ownerKeys.Load(); p != nil && *p != nil {
-		return *p
+		return (*p)()
 	}
 	return nil
 }
@@ -121,11 +126,17 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 			// The owner pruned past this follower (it was down, or too
 			// slow): start over from the owner's log head with the
 			// owner's daemon snapshots rather than stop.
-			Resync:           n.resyncDaemons,
-			StageResync:      n.stageResync,
-			TrustedOwnerKeys: n.trustedOwnerKeys(),
-			SyncBeforeAck:    n.syncBeforeAck,
-			Logger:           n.logger,
+			Resync:      n.resyncDaemons,
+			StageResync: n.stageResync,
+			// A follower never takes entries (or a resync that drops
+			// its log) from an owner it cannot authenticate: the owner
+			// must sign the handshake with this node's cluster key (the
+			// issuer of its token) or, during a rotation, another key
+			// the replication verifier trusts, read live.
+			RequireSignedOwner: true,
+			TrustedOwnerKeys:   n.trustedOwnerKeys,
+			SyncBeforeAck:      n.syncBeforeAck,
+			Logger:             n.logger,
 		})
 		if err != nil {
 			return fmt.Errorf("follow shard %d: %w", id, err)

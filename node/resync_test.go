@@ -46,7 +46,8 @@ func TestStoppedFollowerResyncsAfterTheOwnerPrunedPastIt(t *testing.T) {
 	}
 	defer owner.Close()
 	srv, err := replication.NewServer(replication.ServerOptions{Source: owner.OwnerSource(),
-		Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log})
+		Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log,
+		SessionKey: owner.ClusterKey}) // followers require a signed owner (node/followers.go)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +428,8 @@ func TestFollowerCrashedRightAfterAResyncResetKeepsItsDaemonCopies(t *testing.T)
 	}
 	defer owner.Close()
 	srv, err := replication.NewServer(replication.ServerOptions{Source: owner.OwnerSource(),
-		Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log})
+		Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log,
+		SessionKey: owner.ClusterKey}) // followers require a signed owner (node/followers.go)
 	if err != nil {
 		t.Fatal(err)
 	}

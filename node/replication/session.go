@@ -25,10 +25,13 @@ import (
 // owner whose handshake is signed by the key that issued its own
 // replication token, so a man in the middle cannot pose as the owner;
 // without it the session protects against passive observers only.
-// FollowerOptions.TrustedOwnerKeys trusts a set that can change instead:
-// the node passes its replication verifier's trusted cluster keys (a
-// credential rotation trusts the old and the new key while nodes switch
-// their signing keys one at a time).
+// FollowerOptions.TrustedOwnerKeys trusts a set that can change, on its
+// own or besides that issuer: the node sets both (node/followers.go),
+// passing its replication verifier's trusted cluster keys, asked at every
+// connection (a credential rotation trusts the old and the new key while
+// nodes switch their signing keys one at a time). A follower that refuses
+// the handshake sends nothing: its token travels only inside a session
+// whose owner it authenticated.
 
 // session accepts a handshake on *conn if it starts with one, replacing
 // *conn with the sealed connection.
