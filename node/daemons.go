@@ -171,10 +171,9 @@ func (n *Node) syncDaemons(t *topology.Topology) error {
 				errs = append(errs, fmt.Errorf("daemon %s on shard %d: %w", k.name, k.shard, err))
 				continue
 			}
-			// A lagged follower's reset log gets its copies restored from
-			// the owner's snapshots (resyncDaemons). TODO(issue 8): a log
-			// cut back (diverged) must rebuild its daemon copies; today no
-			// log is cut under a feed (TruncateDiverged is off).
+			// A lagged or diverged follower's reset log gets its copies
+			// restored from the owner's snapshots (resyncDaemons); no log
+			// is cut back under a feed (TruncateDiverged is off).
 			host, store, err := n.newDaemonHost(k, dt.decls[i].Kind, dt.configs[i], d, roles[k.shard] == "follower")
 			if err != nil {
 				errs = append(errs, err)
@@ -497,6 +496,14 @@ func (n *Node) stageResync(r replication.Resync) {
 		if h := hosts[snap.Daemon]; h != nil && h.store != nil {
 			store = h.store // its cursor guard keeps older saves out
 		}
+		if r.Diverged {
+			// The stored snapshot covers entries the owner never had
+			// and may be ahead of the owner's: the owner's replaces it
+			// (the feeds are stopped, so nothing saves over it).
+			store.mu.Lock()
+			store.next = 0
+			store.mu.Unlock()
+		}
 		if err := store.SaveSnapshot(snap); err != nil {
 			n.logger.Warn("resync: owner's daemon snapshot not staged", "daemon", snap.Daemon, "shard", r.Shard, "err", err)
 		}
@@ -563,8 +570,11 @@ func (n *Node) resyncDaemons(r replication.Resync) {
 		snap := snaps[h.decl.Name]
 		switch {
 		case snap == nil:
+			// TODO(issue 8): after a diverged resync this copy keeps
+			// state folded from entries the owner never had; rebuilding
+			// it needs the owner's snapshot (or the whole log from 0).
 			n.logger.Warn("resync: the owner sent no snapshot of this daemon; its copy stays behind the log head",
-				"daemon", h.decl.Name, "shard", r.Shard, "head", r.First)
+				"daemon", h.decl.Name, "shard", r.Shard, "head", r.First, "diverged", r.Diverged)
 		case snap.Kind != h.host.Kind() || !bytes.Equal(snap.Config, h.host.Config()):
 			n.logger.Warn("resync: the owner's snapshot of this daemon has another kind or config; its copy stays behind the log head",
 				"daemon", h.decl.Name, "shard", r.Shard, "head", r.First)

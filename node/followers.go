@@ -110,18 +110,19 @@ func (n *Node) syncFollowers(t *topology.Topology) error {
 				}
 				return tok.Encode(), nil
 			},
-			// A diverged log is not cut back automatically: the owner it
-			// diverges from may be a restarted memory-mode node that lost
-			// everything, and cutting would destroy the only copy. The
-			// follower stops and status reports the divergence.
-			// TODO(issue 8): the operator decides (a failover under
-			// ackPolicy Leader legitimately leaves the old owner a suffix
-			// to cut; a restarted owner must be failed over instead).
-			// Until it does, a node the operator stopped using as a
-			// follower (followers converge to standbys) keeps its copy,
-			// and following the shard again continues from it: a copy
-			// that diverged meanwhile stops this follower, and a move to
-			// the node waits for it until migration.timeout.
+			// A diverged log (an old owner's writes the new owner never
+			// got, after a failover under ackPolicy Leader, or a copy
+			// that diverged while this node did not follow the shard)
+			// is not cut back entry by entry: with Resync below, the
+			// owner answers it with a resync (replication/divergence.go),
+			// which replaces the log and the daemon copies with the
+			// owner's. That is safe because only an authoritative owner
+			// serves: a memory-mode node that restarted empty serves
+			// nothing until the operator pushes it a topology, and the
+			// operator's lease keeper withholds ownership from it
+			// (controllers/leases.go). An owner from before divergence
+			// repair refuses instead, and the follower stops with the
+			// divergence in status, as it used to.
 			TruncateDiverged: false,
 			// The owner pruned past this follower (it was down, or too
 			// slow): start over from the owner's log head with the

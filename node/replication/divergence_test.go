@@ -73,7 +73,7 @@ func TestDivergedTailIsResyncedToTheOwnersLog(t *testing.T) {
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.got) != 1 || rec.got[0].First != 0 || rec.got[0].OwnerNext != 15 ||
+	if len(rec.got) != 1 || rec.got[0].First != 0 || rec.got[0].OwnerNext != 15 || !rec.got[0].Diverged ||
 		len(rec.got[0].Daemons) != 1 || string(rec.got[0].Daemons[0]) != "owner daemon state" {
 		t.Fatalf("resyncs %+v, want one from the owner's head 0 (next 15) with its daemon snapshot", rec.got)
 	}

@@ -553,7 +553,7 @@ func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from
 	had, hadFirst := f.o.Log.NextSeq(), f.o.Log.FirstSeq()
 	if f.o.StageResync != nil {
 		// Before the reset, which is durable: see StageResync.
-		f.o.StageResync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps})
+		f.o.StageResync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps, Diverged: diverged})
 	}
 	if diverged {
 		// Seqs never go back: drop every entry, leaving the log empty at
@@ -569,7 +569,7 @@ func (f *Follower) resync(conn net.Conn, pr *packetReader, b []byte, epoch, from
 	}
 	f.log.Warn("replication: resynced from the owner's log head; the entries this follower held were dropped",
 		"diverged", diverged, "held_from", hadFirst, "held_next", had, "head", r.First, "owner_next", r.OwnerNext, "daemon_snapshots", len(asm.snaps))
-	f.o.Resync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps})
+	f.o.Resync(Resync{Shard: r.Shard, First: r.First, OwnerNext: r.OwnerNext, Daemons: asm.snaps, Diverged: diverged})
 	f.mu.Lock()
 	f.status.Resyncs++
 	f.mu.Unlock()

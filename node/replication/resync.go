@@ -71,6 +71,11 @@ type Resync struct {
 	First     uint64
 	OwnerNext uint64
 	Daemons   [][]byte
+	// Diverged: the follower's log was not a prefix of the owner's
+	// (divergence.go), so its daemon copies hold state from entries the
+	// owner never had, and its stored snapshots may be ahead of the
+	// owner's; a lagged follower's are only behind.
+	Diverged bool
 }
 
 type resyncMsg struct {

@@ -71,7 +71,7 @@ func TestLaggedFollowerWithResyncStartsOverFromTheOwnersHead(t *testing.T) {
 		t.Fatalf("follower log starts at %d, want the owner's head 90", fl.FirstSeq())
 	}
 	mu.Lock()
-	if len(got) != 1 || got[0].First != 90 || got[0].OwnerNext != 100 || len(got[0].Daemons) != 2 ||
+	if len(got) != 1 || got[0].First != 90 || got[0].OwnerNext != 100 || got[0].Diverged || len(got[0].Daemons) != 2 ||
 		!bytes.Equal(got[0].Daemons[0], big) || string(got[0].Daemons[1]) != "small snapshot" {
 		t.Fatalf("resync callbacks %d (first %+v), want one at head 90 with both snapshots intact", len(got), got)
 	}
