@@ -37,7 +37,11 @@
 //     taken at that moment (replication's resync), so they equal a fold
 //     of the shard's whole history although the log no longer holds it.
 //     In Disk mode the owner's snapshots are stored before the log is
-//     reset, so a crash in between restarts the copies from them. Only an
+//     reset, so a crash in between restarts the copies from them. A
+//     follower whose log diverged from the owner's (an old owner's writes
+//     the new owner never got, under ackPolicy Leader) is resynced the
+//     same way (replication/divergence.go): it drops its log, and the
+//     owner's snapshots replace its daemon copies and stored snapshots. Only an
 //     owner whose wire handshake a trusted cluster key signs is followed:
 //     the node's own cluster key, and whatever TrustOwnersSignedBy returns
 //     (the runtime trusts its replication keys, so a rotation's).
