@@ -83,6 +83,11 @@ const ReasonFailingOver = "FailingOver"
 // pods to a new revision; the phase is Updating while it is reported.
 const ReasonRollingUpdate = "RollingUpdate"
 
+// ReasonRotatingCredentials is the Progressing reason of a credential
+// rotation step (controllers/reconcile_rotation.go uses the same string);
+// the phase is Updating while it is reported, as for a rolling update.
+const ReasonRotatingCredentials = "RotatingCredentials"
+
 // rolledOut says the StatefulSet controller has seen the latest
 // spec and every pod runs it.
 func rolledOut(sts *appsv1.StatefulSet) bool {

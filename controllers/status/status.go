@@ -52,7 +52,7 @@ func phase(o Observation, conds []metav1.Condition) meshv1.Phase {
 		return meshv1.PhaseCreating
 	case o.Operation != nil && o.Operation.Reason == ReasonFailingOver:
 		return meshv1.PhaseFailingOver
-	case meta.IsStatusConditionTrue(conds, meshv1.ConditionProgressing) && rolling(o):
+	case meta.IsStatusConditionTrue(conds, meshv1.ConditionProgressing) && (rolling(o) || rotating(o)):
 		return meshv1.PhaseUpdating
 	case meta.IsStatusConditionTrue(conds, meshv1.ConditionProgressing):
 		return meshv1.PhaseScaling
@@ -68,6 +68,12 @@ func rolling(o Observation) bool {
 		return o.Update != nil
 	}
 	return o.Cluster.Status.Update != nil
+}
+
+// rotating says this pass reports a credential rotation step: the nodes'
+// configuration (their keys) is being updated, not their number.
+func rotating(o Observation) bool {
+	return o.Operation != nil && o.Operation.Reason == ReasonRotatingCredentials
 }
 
 func plural(n int32, noun string) string {

@@ -71,3 +71,32 @@ func TestComputeRecordsTheRollAndItsPhase(t *testing.T) {
 		t.Fatalf("a pod still at the old revision without a roll recorded: phase %s, %v", s.Phase, s.Conditions)
 	}
 }
+
+// A credential rotation step updates the nodes' keys, not their number:
+// the phase is Updating while Progressing reports it, not Scaling (which a
+// shard move still gets).
+func TestPhaseDuringACredentialRotationIsUpdating(t *testing.T) {
+	sts := &appsv1.StatefulSet{}
+	sts.Spec.Replicas = ptr.To[int32](2)
+	sts.Status = appsv1.StatefulSetStatus{Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2}
+	topo := &topology.Topology{Cluster: "c", Epoch: 4, LeaseMillis: 1000, BaseShards: 1,
+		Members: []topology.Member{{Name: "c-0", Role: topology.Active, Admin: "10.0.0.1:9440"}, {Name: "c-1", Role: topology.Active, Admin: "10.0.0.2:9440"}},
+		Shards:  []topology.Shard{{ID: 0, Owner: "c-0"}}}
+	mc := &meshv1.MeshCluster{}
+	mc.Status.Phase = meshv1.PhaseRunning
+	ready := map[string]bool{"c-0": true, "c-1": true}
+	for _, tc := range []struct {
+		reason string
+		want   meshv1.Phase
+	}{
+		{ReasonRotatingCredentials, meshv1.PhaseUpdating},
+		{"Rebalancing", meshv1.PhaseScaling},
+	} {
+		s := Compute(Observation{Cluster: mc, StatefulSet: sts, Topology: topo, PodReady: ready,
+			Operation: &Operation{Reason: tc.reason, Message: "a step"}}, "")
+		c := meta.FindStatusCondition(s.Conditions, meshv1.ConditionProgressing)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != tc.reason || s.Phase != tc.want {
+			t.Fatalf("%s: phase %s, Progressing %+v; want phase %s", tc.reason, s.Phase, c, tc.want)
+		}
+	}
+}
