@@ -39,9 +39,15 @@
 // dataapi.ErrUnauthenticated (401) or dataapi.ErrForbidden (403).
 //
 // Sealing: binary connections start with a wire session handshake and
-// every packet is sealed (nodes the operator runs require it);
-// Options.ServerKeys pins the node key that must sign the handshake, and
-// Options.Plaintext turns sealing off for nodes that allow it.
+// every packet is sealed (nodes the operator runs require it). The node
+// must sign the handshake with a pinned key: Options.ServerKeys, or by
+// default the server keys Options.Credentials carry (the data Secret names
+// the cluster key, both keys during a credential rotation), so a node, or a
+// man in the middle, signing with another key is refused (wire.ErrHandshake)
+// before the client sends its token or an event. A long-lived client must
+// load the Secret again (a new Client) within a rotation's grace period:
+// it pins the keys it was given. Options.Plaintext turns sealing off for
+// nodes that allow it. HTTP/JSON traffic is neither sealed nor pinned.
 package client
 
 import (
@@ -102,12 +108,11 @@ type Options struct {
 	// (node/wireapi DialSealed); nodes the operator runs require it.
 	Plaintext bool
 	// ServerKeys, if set, are the keys a node must sign its session
-	// handshake with (the cluster key's public half); without them a
-	// sealed session resists passive observers but not a man in the
-	// middle.
-	// TODO(issue 7): publish the cluster key's public half with the data
-	// credentials (kept current by credential rotation) so the SDK pins
-	// node keys by default.
+	// handshake with (the cluster key's public half). When it is nil and
+	// Credentials name server keys (the data Secret's server-keys entry,
+	// which the operator keeps current through a credential rotation),
+	// those are pinned. Without either a sealed session resists passive
+	// observers but not a man in the middle.
 	ServerKeys []ed25519.PublicKey
 	// TopologyMaxAge is how old the topology may be when a poll finds
 	// every polled owner caught up before the poller refreshes it
@@ -162,6 +167,11 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.TopologyMaxAge == 0 {
 		opts.TopologyMaxAge = time.Second
+	}
+	if opts.ServerKeys == nil && opts.Credentials != nil && len(opts.Credentials.ServerKeys) > 0 {
+		// Pin node keys by default: whoever holds the data Secret learns
+		// which keys the nodes sign with from the same Secret.
+		opts.ServerKeys = opts.Credentials.ServerKeys
 	}
 	tokens, err := newTokenSource(opts)
 	if err != nil {
@@ -362,7 +372,7 @@ func (c *Client) backoff(ctx context.Context, attempt int, cause error) error {
 	d = d/2 + rand.N(d/2+1)
 	select {
 	case <-ctx.Done():
-		return fmt.Errorf("client: gave up after %d attempts: %w (last error: %v)", attempt+1, ctx.Err(), cause)
+		return fmt.Errorf("client: gave up after %d attempts: %w (last error: %w)", attempt+1, ctx.Err(), cause)
 	case <-time.After(d):
 	}
 	_ = c.Refresh(ctx) // a failed refresh keeps the old topology; the next attempt tells

@@ -1,6 +1,9 @@
 package identity
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -17,10 +20,21 @@ import (
 // the operator's public key alone: nodes need no new key material and the
 // data key can never act on the admin API (the grant carries no
 // ScopeAdmin, and a delegated link cannot widen it).
+//
+// The Secret also names the keys nodes sign their wire session handshakes
+// with (SecretServerKeys: the public half of the cluster key, both the old
+// and the new one while a credential rotation is in flight), so a client
+// that loads it can authenticate the nodes it talks to (the SDK pins them
+// by default) and a man in the middle cannot pose as a node.
 
 // SecretGrant is the Secret data key holding the operator's grant to the
 // data key (EncodeHeader form), next to SecretPrivateKey/SecretPublicKey.
 const SecretGrant = "grant"
+
+// SecretServerKeys is the Secret data key holding the public keys nodes
+// sign wire session handshakes with: PKIX "PUBLIC KEY" PEM blocks, one
+// after another. Optional (Secrets made before it existed lack it).
+const SecretServerKeys = "server-keys"
 
 // DataScope is what a data-API client may do.
 const DataScope = ScopeIngest | ScopeConsume
@@ -32,6 +46,9 @@ var ErrMissingGrant = errors.New("identity: secret data has no data grant")
 type DataCredentials struct {
 	Key   *KeyPair
 	Grant *Token
+	// ServerKeys are the keys a node may sign its wire session handshake
+	// with (SecretServerKeys); nil if the Secret does not name them.
+	ServerKeys []ed25519.PublicKey
 }
 
 // NewDataCredentials makes a fresh data key pair and signs, with the
@@ -56,11 +73,51 @@ func (d *DataCredentials) SecretData() (map[string][]byte, error) {
 		return nil, err
 	}
 	data[SecretGrant] = []byte(d.Grant.EncodeHeader())
+	if len(d.ServerKeys) > 0 {
+		if data[SecretServerKeys], err = EncodeServerKeys(d.ServerKeys); err != nil {
+			return nil, err
+		}
+	}
 	return data, nil
 }
 
-// DataCredentialsFromSecretData loads credentials written by SecretData. It
-// checks that the grant was issued to the key; whether the grant is still
+// EncodeServerKeys encodes keys as SecretServerKeys holds them.
+func EncodeServerKeys(keys []ed25519.PublicKey) ([]byte, error) {
+	var out []byte
+	for _, k := range keys {
+		b, err := MarshalPublicKeyPEM(k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// ParseServerKeys decodes SecretServerKeys: one or more PKIX PEM blocks
+// (anything else in it is an error, so a damaged entry is not read as
+// fewer keys).
+func ParseServerKeys(data []byte) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	rest := bytes.TrimSpace(data)
+	for len(rest) > 0 {
+		block, next := pem.Decode(rest)
+		if block == nil {
+			return nil, fmt.Errorf("identity: server keys: not a PEM block at byte %d: %w", len(data)-len(rest), ErrBadKeyEncoding)
+		}
+		k, err := ParsePublicKey(pem.EncodeToMemory(block))
+		if err != nil {
+			return nil, fmt.Errorf("identity: server key %d: %w", len(keys), err)
+		}
+		keys = append(keys, k)
+		rest = bytes.TrimSpace(next)
+	}
+	return keys, nil
+}
+
+// DataCredentialsFromSecretData loads credentials written by SecretData,
+// with ServerKeys when the Secret names them. It checks that the grant was
+// issued to the key; whether the grant is still
 // valid is the verifier's business (Check).
 func DataCredentialsFromSecretData(data map[string][]byte) (*DataCredentials, error) {
 	k, err := KeyPairFromSecretData(data)
@@ -78,7 +135,13 @@ func DataCredentialsFromSecretData(data map[string][]byte) (*DataCredentials, er
 	if !g.Subject().Equal(k.PublicKey()) {
 		return nil, fmt.Errorf("identity: secret key %q: grant is for another key: %w", SecretGrant, ErrNotSubject)
 	}
-	return &DataCredentials{Key: k, Grant: g}, nil
+	dc := &DataCredentials{Key: k, Grant: g}
+	if raw := data[SecretServerKeys]; len(raw) > 0 {
+		if dc.ServerKeys, err = ParseServerKeys(raw); err != nil {
+			return nil, fmt.Errorf("identity: secret key %q: %w", SecretServerKeys, err)
+		}
+	}
+	return dc, nil
 }
 
 // Check verifies the grant against the operator's public key at now, so a
