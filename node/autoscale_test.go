@@ -187,3 +187,59 @@ func TestShardLoadIgnoresTheLeaseClock(t *testing.T) {
 	time.Sleep(2 * loadSampleInterval)
 	clock.advance(time.Millisecond)
 }
+
+// Flush latency is the mean of the bus's batch times over the samples that
+// saw the shard dispatch since the one before: an idle shard's last batch
+// time, which the bus keeps, is not counted again, and a sample the bus did
+// not answer is skipped.
+func TestShardFlushLatencyCountsFreshBatchesOnly(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * loadSampleInterval) }
+	busy := []loadSample{
+		{at: at(0), timed: true, processed: 10, flush: 900 * time.Millisecond}, // before the window's first step: not counted
+		{at: at(1), timed: true, processed: 20, flush: 100 * time.Millisecond},
+		{at: at(2), timed: true, processed: 20, flush: 100 * time.Millisecond}, // nothing dispatched since
+		{at: at(3)}, // the bus was busy with a topology change
+		{at: at(4), timed: true, processed: 30, flush: 300 * time.Millisecond},
+	}
+	ls := loadSampler{shards: map[uint16][]loadSample{0: busy}}
+	if got := ls.load(0).FlushLatencyMicros; got != (200 * time.Millisecond).Microseconds() {
+		t.Fatalf("flush latency %dµs, want the mean of the two fresh batch times, 200000µs", got)
+	}
+	idle := loadSampler{shards: map[uint16][]loadSample{0: {
+		{at: at(0), timed: true, processed: 10, flush: time.Second},
+		{at: at(1), timed: true, processed: 10, flush: time.Second},
+	}}}
+	if got := idle.load(0).FlushLatencyMicros; got != 0 {
+		t.Fatalf("idle shard reports a flush latency of %dµs from its last batch, want 0", got)
+	}
+}
+
+// The node samples the bus's timings of the shards it owns.
+func TestLoadSamplerReadsTheBusTimings(t *testing.T) {
+	n, _ := newNode(t, "a")
+	if err := n.ApplyTopology(withAdded(1, false)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ingestKeyless(t, n, 50)
+		n.load.mu.Lock()
+		processed := uint64(0)
+		for _, w := range n.load.shards {
+			for _, s := range w {
+				if s.timed {
+					processed = max(processed, s.processed)
+				}
+			}
+		}
+		n.load.mu.Unlock()
+		if processed > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no sample carries the bus's timings of a shard that dispatched")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

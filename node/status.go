@@ -60,10 +60,11 @@ type ShardLoad struct {
 	// before the drain worker took it, by Little's law: mean occupancy
 	// divided by the append rate (0 when nothing was appended).
 	PushLatencyMicros int64 `json:"pushLatencyMicros"`
-	// FlushLatencyMicros is the mean time a batch took to reach the log.
-	// TODO(issue 8): not measured yet (omitted): the bus keeps each
-	// shard's last dispatch time in its worker but does not expose it;
-	// an engine/bus accessor would let the node report it.
+	// FlushLatencyMicros is the mean time a batch took to reach the log
+	// (node bus ShardTiming), over the samples that saw the shard
+	// dispatch since the one before: an idle shard reports 0 (omitted),
+	// not its last batch's time. A batch still stuck in the log is not
+	// counted until it returns.
 	FlushLatencyMicros int64 `json:"flushLatencyMicros,omitempty"`
 	// Samples is how many samples the window holds.
 	Samples int `json:"samples"`
@@ -86,6 +87,11 @@ type loadSample struct {
 	at        time.Time
 	occupancy int
 	next      uint64
+	// flush is the bus's last batch time and processed its event count
+	// at the sample (timed: the bus answered).
+	flush     time.Duration
+	processed uint64
+	timed     bool
 }
 
 // loadSampler keeps the last loadWindow of samples of every owned shard.
@@ -105,7 +111,11 @@ func (ls *loadSampler) sample(n *Node, owned []uint16, now time.Time) {
 		}
 		// A draining shard is not in the bus: its occupancy is 0.
 		occ, _ := n.bus.ShardLoad(id)
-		obs[id] = loadSample{at: now, occupancy: occ, next: l.NextSeq()}
+		o := loadSample{at: now, occupancy: occ, next: l.NextSeq()}
+		if tm, ok := n.bus.ShardTiming(id); ok {
+			o.flush, o.processed, o.timed = tm.Flush, tm.Processed, true
+		}
+		obs[id] = o
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -154,7 +164,34 @@ func (ls *loadSampler) load(id uint16) *ShardLoad {
 		out.EventRate = float64(last.next-first.next) / span.Seconds()
 		out.PushLatencyMicros = int64(meanOcc / out.EventRate * 1e6)
 	}
+	out.FlushLatencyMicros = meanFlush(w).Microseconds()
 	return out
+}
+
+// meanFlush is the mean of the bus's last batch time over the samples of w
+// that saw the shard process events since the previous timed sample (a
+// fresh batch time); 0 when none did.
+func meanFlush(w []loadSample) time.Duration {
+	var (
+		sum  time.Duration
+		n    int
+		prev *loadSample
+	)
+	for i := range w {
+		s := &w[i]
+		if !s.timed {
+			continue
+		}
+		if prev != nil && s.processed > prev.processed {
+			sum += s.flush
+			n++
+		}
+		prev = s
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / time.Duration(n)
 }
 
 // runLoadSampler samples the owned shards every loadSampleInterval until

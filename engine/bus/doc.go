@@ -10,6 +10,12 @@
 // Adapter.OnBatch, retrying transient errors with jittered exponential
 // backoff (RetryBackoff) and recording the reason of every attempt.
 //
+// The workers time what they do: how long the oldest event of a chunk
+// waited in the ring (push) and how long a batch took to reach the
+// adapter (flush). The scaling monitor samples them (monitor.go), and
+// ShardTiming hands them, with ShardLoad's ring occupancy, to a caller
+// that runs its own policy (a mesh node reports them to its operator).
+//
 // Invariants (pinned by tests named after them):
 //
 //   - Every ingest returns the shard and timestamp, or a typed error:
