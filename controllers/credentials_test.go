@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/purplerain/mesh-operator/controllers/resources"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/redex"
+	meshwire "github.com/purplerain/mesh-operator/engine/wire"
 	"github.com/purplerain/mesh-operator/node/adminclient"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/replication"
@@ -99,6 +101,7 @@ var _ = Describe("Credential rotation", func() {
 
 		load := startIngest(sdk)
 		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+		Expect(dataCredentials(name).ServerKeys).To(ConsistOf(BeEquivalentTo(oldCluster.PublicKey())), "the data Secret names the cluster key for clients to pin")
 
 		By("requesting a rotation")
 		start := time.Now()
@@ -110,7 +113,11 @@ var _ = Describe("Credential rotation", func() {
 			m.Annotations[meshv1.RotateCredentialsAnnotation] = "r1"
 		})
 		var rotated *meshv1.MeshCluster
+		sawBothServerKeys := false
 		Eventually(func(g Gomega) {
+			if keys := dataCredentials(name).ServerKeys; len(keys) == 2 && keys[0].Equal(oldCluster.PublicKey()) {
+				sawBothServerKeys = true // the old key and the next one, while nodes switch
+			}
 			rotated = getCluster(g, name)
 			g.Expect(rotated.Status.Credentials).NotTo(BeNil())
 			g.Expect(rotated.Status.Credentials.Rotation).To(Equal("r1"))
@@ -118,6 +125,7 @@ var _ = Describe("Credential rotation", func() {
 		}, 90*time.Second, 100*time.Millisecond).Should(Succeed())
 		fmt.Fprintf(GinkgoWriter, "rotation done in %s (grace 2s)\n", time.Since(start).Round(time.Millisecond))
 		Expect(load.count()).To(BeNumerically(">", before), "the SDK ingested during the rotation")
+		Expect(sawBothServerKeys).To(BeTrue(), "the data Secret never named both cluster keys during the rotation")
 		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElements("CredentialsRotating", "CredentialsRotated"))
 
 		newOperator := secretKey(Default, name+"-operator-key")
@@ -155,6 +163,16 @@ var _ = Describe("Credential rotation", func() {
 		Expect(err).NotTo(HaveOccurred())
 		_, err = fresh.Ingest(ctx, meshclient.Event{Payload: []byte("after-rotation/")})
 		Expect(err).NotTo(HaveOccurred())
+		// Under ackPolicy Standby every ack needs a follower, which must
+		// accept its owner's handshake signed with the new cluster key:
+		// keyless events go round the routable shards, so every owner and
+		// its follower are exercised.
+		ictx, icancel := context.WithTimeout(ctx, 30*time.Second)
+		for i := range 3 * len(rotated.Status.Shards) {
+			_, err = fresh.Ingest(ictx, meshclient.Event{Payload: fmt.Appendf(nil, "after-rotation/%d", i)})
+			Expect(err).NotTo(HaveOccurred(), "ingest under ackPolicy Standby after the rotation")
+		}
+		icancel()
 		load.stop()
 		stale, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond, Credentials: &identity.DataCredentials{Key: dataCredentials(name).Key, Grant: oldGrant(oldOperator, dataCredentials(name).Key)}})
 		if err == nil {
@@ -163,6 +181,23 @@ var _ = Describe("Credential rotation", func() {
 			cancel()
 		}
 		Expect(err).To(HaveOccurred(), "a data grant signed with the old operator key is still accepted")
+
+		By("the data Secret names only the new cluster key: a binary SDK pinning it is served, one pinning the old key refuses the nodes")
+		Expect(dataCredentials(name).ServerKeys).To(ConsistOf(BeEquivalentTo(newCluster.PublicKey())))
+		pinned, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), Transport: meshclient.TransportBinary, RetryMax: 200 * time.Millisecond, Credentials: dataCredentials(name)})
+		Expect(err).NotTo(HaveOccurred())
+		defer pinned.Close()
+		_, err = pinned.Ingest(ctx, meshclient.Event{Payload: []byte("pinned/")})
+		Expect(err).NotTo(HaveOccurred())
+		pinnedOld := dataCredentials(name)
+		pinnedOld.ServerKeys = []ed25519.PublicKey{oldCluster.PublicKey()}
+		stalePin, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), Transport: meshclient.TransportBinary, RetryMax: 200 * time.Millisecond, Credentials: pinnedOld})
+		Expect(err).NotTo(HaveOccurred())
+		defer stalePin.Close()
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err = stalePin.Ingest(cctx, meshclient.Event{Payload: []byte("stale-pin/")})
+		cancel()
+		Expect(errors.Is(err, meshwire.ErrHandshake)).To(BeTrue(), "a client pinning the old cluster key: %v", err)
 
 		By("no pod restarted")
 		Expect(k8sClient.List(ctx, pods, client.InNamespace("default"), client.MatchingLabels(resources.SelectorLabels(mc)))).To(Succeed())

@@ -45,9 +45,11 @@ import (
 //     current key and the cluster key Secret's key become the new ones, so
 //     a pod that restarts from here on loads them, and the operator signs
 //     with the new key (the ConfigMap's operator.pub follows it).
-//   - Switch: every node is told to sign its replication tokens with the
-//     new cluster key (its private half sealed under the old one), still
-//     trusting both.
+//   - Switch, a grace period later (so clients that pin the server keys
+//     the data Secret names, both cluster keys since the rotation began,
+//     can load it): every node is told to sign its replication tokens and
+//     wire handshakes with the new cluster key (its private half sealed
+//     under the old one), still trusting both.
 //   - Drop, a grace period later (so applications can load the data grant
 //     re-signed with the new key): every node is told to trust only the
 //     new keys. Then status.credentials records the value.
@@ -105,6 +107,9 @@ type rotation struct {
 	phase  string
 	// switchedAt: when the Switch push completed (phase Drop).
 	switchedAt time.Time
+	// trustedAt: when the Trust push completed (phase Switch; zero in a
+	// record an older operator wrote).
+	trustedAt time.Time
 	// operator: the current key, then (during a rotation) the next
 	// (Trust) or previous (Switch, Drop) one.
 	operator, operatorNext, operatorPrev *identity.KeyPair
@@ -123,6 +128,11 @@ func readRotation(secret *corev1.Secret) (*rotation, error) {
 	if at := secret.Annotations[resources.RotationSwitchedAnnotation]; at != "" {
 		if rot.switchedAt, err = time.Parse(time.RFC3339Nano, at); err != nil {
 			return nil, fmt.Errorf("secret %s: annotation %s: %w", secret.Name, resources.RotationSwitchedAnnotation, err)
+		}
+	}
+	if at := secret.Annotations[resources.RotationTrustedAnnotation]; at != "" {
+		if rot.trustedAt, err = time.Parse(time.RFC3339Nano, at); err != nil {
+			return nil, fmt.Errorf("secret %s: annotation %s: %w", secret.Name, resources.RotationTrustedAnnotation, err)
 		}
 	}
 	load := func(key string, required bool) (*identity.KeyPair, error) {
@@ -226,6 +236,12 @@ func (r *MeshClusterReconciler) planRotation(ctx context.Context, mc *meshv1.Mes
 		msg = fmt.Sprintf("rotating credentials (request %q): nodes trust the new keys next to the old ones", rot.value)
 	case rot.phase == phaseSwitch:
 		msg = fmt.Sprintf("rotating credentials (request %q): nodes switch to the new cluster key", rot.value)
+		if wait := time.Until(rot.trustedAt.Add(r.rotationGrace())); wait > 0 {
+			obs.Operation = &status.Operation{Reason: ReasonRotatingCredentials, Message: fmt.Sprintf(
+				"rotating credentials (request %q): nodes switch to the new cluster key at %s (grace period for clients that pin the data Secret's server keys to load both)",
+				rot.value, rot.trustedAt.Add(r.rotationGrace()).UTC().Format(time.RFC3339))}
+			return nil, wait, nil
+		}
 	case rot.phase == phaseDrop:
 		msg = fmt.Sprintf("rotating credentials (request %q): nodes stop trusting the old keys", rot.value)
 		if wait := time.Until(rot.switchedAt.Add(r.rotationGrace())); wait > 0 {
@@ -254,7 +270,8 @@ func (r *MeshClusterReconciler) planRotation(ctx context.Context, mc *meshv1.Mes
 }
 
 // rotate runs the rotation from rot's phase as far as it can go in one
-// step: up to the grace period after the switch, or to the end.
+// step: up to the grace period after the trust or after the switch, or to
+// the end.
 func (r *MeshClusterReconciler) rotate(ctx context.Context, mc *meshv1.MeshCluster, rot *rotation, want string, targets []string) error {
 	logger := log.FromContext(ctx).WithValues("rotation", rot.value)
 	crash := func(step string) error {
@@ -271,6 +288,12 @@ func (r *MeshClusterReconciler) rotate(ctx context.Context, mc *meshv1.MeshClust
 			return err
 		}
 	}
+	// Clients pin the keys the data Secret names: both cluster keys
+	// before any node signs with the new one (the Switch push), until the
+	// rotation ends.
+	if err := r.publishServerKeys(ctx, mc, []ed25519.PublicKey{rot.clusterOld.PublicKey(), rot.clusterNew.PublicKey()}); err != nil {
+		return err
+	}
 	for {
 		if err := r.pushCredentials(ctx, rot, targets); err != nil {
 			return fmt.Errorf("rotation %q, phase %s: %w", rot.value, rot.phase, err)
@@ -286,6 +309,9 @@ func (r *MeshClusterReconciler) rotate(ctx context.Context, mc *meshv1.MeshClust
 			}
 			if err := crash(StepRotationSwitched); err != nil {
 				return err
+			}
+			if time.Until(rot.trustedAt.Add(r.rotationGrace())) > 0 {
+				return nil // planRotation pushes Switch after the grace period
 			}
 		case phaseSwitch:
 			if err := r.setRotationPhase(ctx, rot, phaseDrop, func(s *corev1.Secret) {
@@ -330,6 +356,7 @@ func (r *MeshClusterReconciler) beginRotation(ctx context.Context, mc *meshv1.Me
 	secret.Annotations[resources.RotationAnnotation] = want
 	secret.Annotations[resources.RotationPhaseAnnotation] = phaseTrust
 	delete(secret.Annotations, resources.RotationSwitchedAnnotation)
+	delete(secret.Annotations, resources.RotationTrustedAnnotation)
 	// Update carries the resourceVersion read: a pass that read a stale
 	// Secret (a rotation already begun or done) fails here.
 	if err := r.Update(ctx, secret); err != nil {
@@ -380,6 +407,7 @@ func (r *MeshClusterReconciler) switchSecrets(ctx context.Context, mc *meshv1.Me
 		}
 		s.Data[resources.RotationOperatorPreviousKey] = prev
 		delete(s.Data, resources.RotationOperatorNextKey)
+		s.Annotations[resources.RotationTrustedAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
 	}); err != nil {
 		return err
 	}
@@ -409,7 +437,7 @@ func (r *MeshClusterReconciler) resignDataGrant(ctx context.Context, mc *meshv1.
 	if dc.Check(identity.NewVerifier([]ed25519.PublicKey{operator.PublicKey()}), now) == nil {
 		return nil // re-signed already
 	}
-	grant, err := operator.TryIssue(identity.Grant{Subject: dc.Key.PublicKey(), Scope: identity.DataScope, TTL: resources.DataGrantTTL, Delegation: 1}, now)
+	grant, err := operator.TryIssue(identity.Grant{Subject: dc.Key.PublicKey(), Scope: identity.DataScope, TTL: time.Duration(dataGrantTTL.Load()), Delegation: 1}, now)
 	if err != nil {
 		return fmt.Errorf("re-sign the data grant: %w", err)
 	}
@@ -455,12 +483,18 @@ func (r *MeshClusterReconciler) finishRotation(ctx context.Context, mc *meshv1.M
 			return err
 		}
 	}
+	// No node signs with (or trusts) the old cluster key any more. Before
+	// the record is cleared: until then a reconcile publishes both.
+	if err := r.publishServerKeys(ctx, mc, []ed25519.PublicKey{rot.clusterNew.PublicKey()}); err != nil {
+		return err
+	}
 	secret := rot.secret.DeepCopy()
 	for _, k := range []string{resources.RotationOperatorNextKey, resources.RotationOperatorPreviousKey, resources.RotationClusterOldKey, resources.RotationClusterNewKey} {
 		delete(secret.Data, k)
 	}
 	delete(secret.Annotations, resources.RotationPhaseAnnotation)
 	delete(secret.Annotations, resources.RotationSwitchedAnnotation)
+	delete(secret.Annotations, resources.RotationTrustedAnnotation)
 	if err := r.Update(ctx, secret); err != nil {
 		return fmt.Errorf("clear rotation %q from secret %s: %w", rot.value, secret.Name, err)
 	}

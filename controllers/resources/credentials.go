@@ -33,19 +33,35 @@ const (
 )
 
 // DataKeySecretName holds the cluster's data-API credentials: a data key
-// pair and the operator's grant to it (identity.DataCredentials). Nodes do
-// not mount it: they verify data tokens with the operator's public key.
-// Applications (and the SDK, client.Options.Credentials) read it and
-// delegate themselves short-lived tokens for the data API.
+// pair and the operator's grant to it (identity.DataCredentials), and the
+// public keys nodes sign wire session handshakes with
+// (identity.SecretServerKeys: the cluster key, both the old and the new one
+// while a credential rotation is in flight). Nodes do not mount it: they
+// verify data tokens with the operator's public key. Applications (and the
+// SDK, client.Options.Credentials) read it, delegate themselves
+// short-lived tokens for the data API and pin the nodes' keys.
 func DataKeySecretName(mc *meshv1.MeshCluster) string { return mc.Name + "-data-key" }
 
 // DataGrantTTL is how long the operator's grant to the data key is valid.
 // Deleting the data Secret has the operator make a new key and grant; a
 // credential rotation re-signs the grant with the new operator key
-// (controllers/reconcile_rotation.go).
-// TODO(issue 8): re-sign the grant before it expires, instead of waiting
-// for the Secret to be deleted.
+// (controllers/reconcile_rotation.go); and the operator re-signs it in
+// place, keeping the data key, once less than DataGrantRenewFraction of
+// its life is left (DataGrantRenewDue), so applications that load the
+// Secret again never meet an expired grant.
 const DataGrantTTL = 5 * 365 * 24 * time.Hour
+
+// DataGrantRenewFraction is the part of the data grant's life left when
+// the operator re-signs it.
+const DataGrantRenewFraction = 0.2
+
+// DataGrantRenewDue says whether grant (a single-link operator grant) has
+// less than DataGrantRenewFraction of its life left at now, or expired.
+func DataGrantRenewDue(grant *identity.Token, now time.Time) bool {
+	l := grant.Leaf()
+	life := l.NotAfter.Sub(l.NotBefore)
+	return l.NotAfter.Sub(now) < time.Duration(float64(life)*DataGrantRenewFraction)
+}
 
 // DataKeySecret wraps data credentials as a Secret of the cluster.
 func DataKeySecret(mc *meshv1.MeshCluster, dc *identity.DataCredentials) (*corev1.Secret, error) {
@@ -93,6 +109,11 @@ const (
 	// RotationSwitchedAnnotation is when every node switched to the new
 	// keys (RFC 3339); the old ones are dropped a grace period later.
 	RotationSwitchedAnnotation = "mesh.purplerain.io/rotation-switched-at"
+	// RotationTrustedAnnotation is when every node trusted the new keys
+	// and the data Secret named both cluster keys (RFC 3339); nodes switch
+	// their signing key a grace period later, so clients that pin the
+	// Secret's server keys can load it again first.
+	RotationTrustedAnnotation = "mesh.purplerain.io/rotation-trusted-at"
 
 	// Operator-key Secret data during a rotation (PKCS#8 PEM): the next
 	// operator key (phase Trust) or the previous one (Switch, Drop), and
