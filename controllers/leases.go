@@ -151,10 +151,16 @@ func (k *LeaseKeeper) Forget(cluster types.NamespacedName) {
 // nodes that hold a topology, except at creation, before the cluster
 // ran) and is withheld (Restarted), so it is failed over at once.
 //
-// TODO(issue 8): planOperation marks clusters running, and a paused
-// cluster plans nothing: an operator restarted while a memory-mode
-// cluster is paused still pushes ownership to an owner that came back
-// empty.
+// planOperation calls it, and a paused cluster plans nothing. That is
+// safe today because the paused path reads no operator key, so a
+// restarted operator does not Set a paused cluster at all: it pushes no
+// ownership to an owner that came back empty (pinned by the spec "A
+// restarted operator of a paused cluster"), and the failover happens on
+// the first pass after the pause. TODO(issue 8): it also renews none of
+// the other owners' leases until then (their pods turn not ready after a
+// lease), unlike an operator that kept running through the pause; a fix
+// that keeps paused clusters must call Running for them (status.Started)
+// before their first Set.
 func (k *LeaseKeeper) Running(cluster types.NamespacedName) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

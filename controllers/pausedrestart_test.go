@@ -1,0 +1,137 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/runtime"
+)
+
+// restartContainer restarts a pod's node process in place, as the kubelet
+// restarts a crashed container: same pod, same address, and (Memory mode)
+// an empty log and no topology.
+func (k *testKubelet) restartContainer(name string) {
+	k.mu.Lock()
+	rp := k.pods[name]
+	k.mu.Unlock()
+	Expect(rp).NotTo(BeNil(), "pod %s runs no node", name)
+	rp.cancel()
+	<-rp.exited
+	cfg, err := nodeconfig.Load(filepath.Join(k.dir, name, nodeconfig.FileName))
+	Expect(err).NotTo(HaveOccurred())
+	runCtx, cancel := context.WithCancel(context.Background())
+	hp := func(port int) string { return net.JoinHostPort(rp.ip, fmt.Sprint(port)) }
+	wire, err := gateWire(runCtx, k.cluster, name, hp(nodeconfig.WirePort))
+	Expect(err).NotTo(HaveOccurred())
+	admin, err := gateAdmin(runCtx, k.cluster, name, hp(nodeconfig.AdminPort))
+	Expect(err).NotTo(HaveOccurred())
+	exited := make(chan error, 1)
+	go func() {
+		exited <- runtime.Run(runCtx, runtime.Options{
+			Config: cfg, Name: name,
+			AdminAddr: admin, DataAddr: hp(nodeconfig.DataPort), WireAddr: wire,
+			DrainTimeout: 2 * time.Second,
+		})
+	}()
+	k.mu.Lock()
+	rp.cancel, rp.exited = cancel, exited
+	k.mu.Unlock()
+}
+
+var _ = Describe("A restarted operator of a paused cluster", func() {
+	ctx := context.Background()
+
+	It("does not hand ownership to an owner whose container restarted empty while no operator ran (memory mode), and fails it over once unpaused", func() {
+		const name = "dozy"
+		mc := newCluster(name)
+		mc.Spec.Nodes = 2
+		mc.Spec.Shards.Count = 4
+		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+		// Only the restart detection can fail it over in this spec.
+		mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
+		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
+		kubelet := startKubelet(name)
+		waitAvailable(name)
+		load := startCountedIngest(kubelet)
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+
+		By("pausing the cluster")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Paused = true })
+		Eventually(func(g Gomega) meshv1.Phase { return getCluster(g, name).Status.Phase }, timeout, interval).Should(Equal(meshv1.PhasePaused))
+
+		By("stopping the operator, then restarting dozy-0's container in place (same address, empty log)")
+		stopManager()
+		restarted := false
+		DeferCleanup(func() {
+			if !restarted {
+				startManager()
+			}
+		})
+		kubelet.restartContainer(name + "-0")
+		dial := adminDialer(Default, name)
+		addr := net.JoinHostPort(kubelet.ip(name+"-0"), fmt.Sprint(nodeconfig.AdminPort))
+		Eventually(func() error {
+			st, err := dial(addr).Status(ctx)
+			if err == nil && st.Epoch != 0 {
+				err = fmt.Errorf("the restarted node holds epoch %d", st.Epoch)
+			}
+			return err
+		}, timeout, interval).Should(Succeed())
+		owned := make(chan string, 1)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(watched)
+			for watchCtx.Err() == nil {
+				if st, err := dial(addr).Status(watchCtx); err == nil && len(st.Owned) > 0 {
+					select {
+					case owned <- fmt.Sprintf("the restarted node owns %v at epoch %d", st.Owned, st.Epoch):
+					default:
+					}
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+
+		By("starting a fresh operator while paused: it keeps renewing the other owners but withholds ownership from dozy-0")
+		startManager()
+		restarted = true
+		// Several lease-keeper rounds (one at least every 2 s).
+		Consistently(owned, 6*time.Second, 100*time.Millisecond).ShouldNot(Receive(), "ownership was pushed to a node that lost its log")
+		Expect(getCluster(Default, name).Status.Phase).To(Equal(meshv1.PhasePaused))
+
+		By("unpausing: dozy-0's shards are failed over")
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Paused = false })
+		Eventually(func(g Gomega) {
+			got := getCluster(g, name)
+			g.Expect(ownedCounts(got)).NotTo(HaveKey(name + "-0"))
+			var roles []string
+			for _, m := range got.Status.Members {
+				roles = append(roles, fmt.Sprintf("%s:%s:%v", m.Name, m.Role, m.Ready))
+			}
+			g.Expect(roles).To(ConsistOf(name+"-0:standby:true", name+"-1:active:true", name+"-2:active:true"))
+		}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
+		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
+		stopWatch()
+		<-watched
+		Expect(owned).NotTo(Receive(), "ownership was pushed to a node that lost its log")
+		n := load.count()
+		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))
+
+		By("reading back every acknowledged event exactly once")
+		load.expectExactlyOnce(kubelet.dataAddrs())
+	})
+})
