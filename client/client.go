@@ -111,8 +111,9 @@ type Options struct {
 	// handshake with (the cluster key's public half). When it is nil and
 	// Credentials name server keys (the data Secret's server-keys entry,
 	// which the operator keeps current through a credential rotation),
-	// those are pinned. Without either a sealed session resists passive
-	// observers but not a man in the middle.
+	// those are pinned; an empty non-nil ServerKeys pins nothing. Without
+	// pinned keys a sealed session resists passive observers but not a
+	// man in the middle.
 	ServerKeys []ed25519.PublicKey
 	// TopologyMaxAge is how old the topology may be when a poll finds
 	// every polled owner caught up before the poller refreshes it
