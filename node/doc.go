@@ -48,6 +48,37 @@
 //   - Disk mode: New opens every stored shard log, and a corrupt one (not
 //     merely a torn write) stops the node unless the configuration asks
 //     for storage.repairCorruptLogs (redex.Repair, logged loudly).
+//   - A keyed event goes to its base shard (topology.KeyShard over the
+//     base shards), so shards added by autoscaling never take keys; a
+//     keyless event goes to the owned writable shard whose ring holds the
+//     fewest events. A draining shard (an added shard the autoscaler
+//     retires) leaves the node bus at the epoch that marks it, so it takes
+//     no new event, while the node keeps owning it, serving polls of it
+//     and replicating its log. The owner reports it draining
+//     (ShardStatus.Draining) only once its bus released the shard, so
+//     that report with an empty log (First == Next) is all the operator
+//     needs to remove it. Every owned shard's load over the last second
+//     (ShardStatus.Load: ring fill ratio, event rate, push and flush
+//     latency) is what the autoscaler decides on.
+//   - Behaviour rules are checked after routing and before any append: a
+//     request with an event that fails them is refused whole
+//     (refusal.RuleRejectedError) and leaves nothing behind, and a request
+//     this node would refuse anyway spends no rate budget. SetRules (the
+//     operator's push over the admin API) replaces the set at once,
+//     without a restart; rules whose specification did not change keep
+//     their rate windows.
+//   - A credential rotation changes the keys of the running node
+//     (adminapi/credentials.go): the new keys are trusted next to the old
+//     ones, then SetClusterKey makes the new cluster key the one
+//     replication tokens and wire handshakes are signed with (the previous
+//     one stays in ClusterKeys), then only the new keys are trusted; what
+//     a dropped key verified before stops working at once.
+//   - Drain (the operator's call in a scale-down, and node/runtime on
+//     SIGTERM, which then waits, bounded, for a follower to hold every
+//     owned shard's last event) refuses every write as moving and flushes
+//     what was accepted. A scale-down or a rolling update moves the
+//     node's shards away before that (except a single active's), so the
+//     node owns nothing when it stops.
 //
 // The node bus (dataplane.go) holds exactly the shards this node owns as
 // engine bus shards over RedEX logs; followers (followers.go) replicate the
