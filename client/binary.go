@@ -117,6 +117,9 @@ func (c *Client) ingestBinary(ctx context.Context, dataAddr string, batch []Even
 	if err != nil {
 		return nil, err
 	}
+	if c.opts.OnBinarySend != nil {
+		c.opts.OnBinarySend(batch)
+	}
 	acks, err := wc.Ingest(ctx, batch)
 	return acks, asClientError(err)
 }

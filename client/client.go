@@ -121,6 +121,12 @@ type Options struct {
 	// topology, so without it a poller would never read a shard added by
 	// autoscaling on, or moved or promoted to, a member it does not poll.
 	TopologyMaxAge time.Duration
+	// OnBinarySend, if set, is called with each batch of events just
+	// before it is written to a binary connection (TransportBinary),
+	// resends included, so tests can tell an SDK resend from a duplicate
+	// (clienttest.SendCounter.Count; HTTP sends are seen by an
+	// http.RoundTripper). It must not block or keep the slice.
+	OnBinarySend func(events []Event)
 }
 
 // Transport selects how ingest and poll reach the nodes.

@@ -103,10 +103,48 @@ func (n *Node) syncShards(ctx context.Context, t *topology.Topology) error {
 // Ingest implements dataapi.Backend: it routes every event, refuses the
 // whole request if any event belongs to a shard this node may not write,
 // then appends through the node bus and acknowledges under the ack policy.
+//
+// A refusal for a fence, a move or another owner means nothing was
+// appended: the writable check and the append happen under appendGate,
+// which a new topology epoch waits for, so a fence or cutover is installed
+// either before the check (refused, nothing appended) or after the events
+// are in the log (acknowledged; the handoff carries the fenced log whole).
+// The answers that may follow an append are the ambiguous ones, which the
+// SDK resends like a broken connection: lease_expired when the lease ran
+// out during the append, a failed Standby wait, a batch refused part way
+// (backpressure on a later event), and the context ending.
 func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ack, error) {
+	acks, touched, err := n.appendEvents(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	if n.ackStandby {
+		if err := n.waitReplicated(ctx, touched); err != nil {
+			return nil, err
+		}
+		// Acknowledge only inside the lease: past it another owner may
+		// have been promoted, and this node's word no longer counts.
+		// TODO(issue 12): under Standby this still refuses, after the
+		// append, an event whose shard was fenced or moved while it
+		// waited for a follower, so the SDK's resend stores it twice;
+		// check the lease of the epoch it was appended in instead.
+		for id := range touched {
+			if err := n.CheckWritable(id); err != nil {
+				return nil, fmt.Errorf("appended but not acknowledged: %w", err)
+			}
+		}
+	}
+	return acks, nil
+}
+
+// appendEvents checks and appends events under appendGate (see Ingest)
+// and returns their acks and the shards they went to.
+func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]dataapi.Ack, map[uint16]bool, error) {
+	n.appendGate.RLock()
+	defer n.appendGate.RUnlock()
 	t := n.Topology()
 	if t == nil {
-		return nil, ErrNoTopology
+		return nil, nil, ErrNoTopology
 	}
 	shards := make([]int, len(events)) // -1: keyless
 	for i, e := range events {
@@ -114,7 +152,7 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 		if len(e.Key) > 0 {
 			id := topology.KeyShard(e.Key, t.BaseShards)
 			if err := n.CheckWritable(id); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			shards[i] = int(id)
 		}
@@ -123,14 +161,14 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 	if slices.Contains(shards, -1) {
 		var err error
 		if keyless, err = n.writableShards(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// Behaviour rules come after routing, so a request this node would
 	// refuse anyway (retriable elsewhere) spends no rate budget, and before
 	// any append, so a rejected request leaves nothing behind.
 	if err := n.checkRules(events); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tickets := make([]bus.Ticket, len(events))
 	for i, e := range events {
@@ -143,31 +181,29 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 		if err != nil {
 			// Events already accepted are appended but not acknowledged; the
 			// client retries the batch (at-least-once).
-			return nil, n.ingestError(err)
+			// TODO(issue 12): reserve ring room for the whole batch first,
+			// so backpressure refuses a batch before any of it is appended.
+			return nil, nil, n.ingestError(err)
 		}
 	}
 	acks := make([]dataapi.Ack, len(events))
 	touched := map[uint16]bool{}
 	for i, tk := range tickets {
 		if err := n.bus.WaitDispatched(ctx, tk); err != nil {
-			return nil, n.ingestError(err)
+			return nil, nil, n.ingestError(err)
 		}
 		acks[i] = dataapi.Ack{Shard: tk.Shard}
 		touched[tk.Shard] = true
 	}
-	if n.ackStandby {
-		if err := n.waitReplicated(ctx, touched); err != nil {
-			return nil, err
-		}
-	}
 	// Acknowledge only inside the lease: past it another owner may have
-	// been promoted, and this node's word no longer counts.
-	for id := range touched {
-		if err := n.CheckWritable(id); err != nil {
-			return nil, fmt.Errorf("appended but not acknowledged: %w", err)
-		}
+	// been promoted, and this node's word no longer counts. The gate is
+	// still held, so the lease is the one of the epoch the events were
+	// appended in (a new epoch would reset it). A fence, a move or a
+	// drain cannot refuse them any more: they are in the log before it.
+	if n.LeaseRemaining() <= 0 {
+		return nil, nil, fmt.Errorf("appended but not acknowledged: %w", ErrLeaseExpired)
 	}
-	return acks, nil
+	return acks, touched, nil
 }
 
 // checkRules evaluates the behaviour rules over the request's payloads;

@@ -59,6 +59,13 @@ type Node struct {
 	loadDone  chan struct{}
 	closeOnce sync.Once
 
+	// appendGate orders appends with topology changes: Ingest holds it
+	// (read) from its writable check until its events are in the log,
+	// ApplyTopology (write) while it installs a new epoch. So no fence or
+	// ownership change falls between an ingest's check and its append,
+	// and an ingest refused for one appended nothing (dataplane.go).
+	appendGate sync.RWMutex
+
 	// applyMu serialises topology changes, including the bus shard changes
 	// that follow them; mu guards the fields below.
 	applyMu    sync.Mutex
@@ -247,15 +254,29 @@ func (n *Node) ApplyTopology(t *topology.Topology) error {
 	}
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
+	// A new epoch waits for ingests between check and append (a lease
+	// renewal does not: it fences and moves nothing); applyMu keeps the
+	// epoch from changing between this look and the install.
+	cur := n.Topology()
+	gate := cur == nil || cur.Epoch != t.Epoch
+	if gate {
+		n.appendGate.Lock()
+	}
 	n.mu.Lock()
 	if err := n.topo.CheckNewer(t); err != nil {
 		n.mu.Unlock()
+		if gate {
+			n.appendGate.Unlock()
+		}
 		return err
 	}
 	changed := n.topo == nil || n.topo.Epoch != t.Epoch
 	n.topo = t
 	n.leaseUntil = n.now().Add(t.Lease())
 	n.mu.Unlock()
+	if gate {
+		n.appendGate.Unlock()
+	}
 	if !changed {
 		return nil // a lease renewal
 	}

@@ -12,12 +12,14 @@ import (
 	"github.com/purplerain/mesh-operator/node/dataapi"
 )
 
-// SendCounter is an http.RoundTripper that counts how often each event
-// payload was sent to a node's ingest endpoint. The SDK is at-least-once:
-// an event sent once must be stored exactly once, one it had to resend (a
-// node appended it but refused to acknowledge it, or the connection broke)
-// may be stored at most once per send, and never zero times once
-// acknowledged. Tests compare stored copies against Sends.
+// SendCounter counts how often each event payload was sent to a node's
+// ingest endpoint: it is an http.RoundTripper for HTTP sends, and its
+// Count method is the client's OnBinarySend hook for binary sends. The
+// SDK is at-least-once: an event sent once must be stored exactly once,
+// one it had to resend (a node appended it but could not acknowledge it,
+// its lease running out, or the connection broke) may be stored at most
+// once per send, and never zero times once acknowledged. Tests compare
+// stored copies against Sends.
 type SendCounter struct {
 	mu sync.Mutex
 	n  map[string]int
@@ -49,7 +51,18 @@ func (s *SendCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(req)
 }
 
-// Sends is how often payload was sent.
+// Count counts events as sent once each: give it as client.Options
+// OnBinarySend, so binary sends count as HTTP sends do.
+func (s *SendCounter) Count(events []dataapi.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range events {
+		s.n[string(e.Payload)]++
+	}
+}
+
+// Sends is how often payload was sent (over HTTP through RoundTrip, or
+// counted by Count).
 func (s *SendCounter) Sends(payload string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

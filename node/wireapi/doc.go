@@ -64,7 +64,12 @@
 //     reading the connection (TCP pushes back on the client). One request
 //     is at most MaxRequestBytes and MaxBatch events.
 //   - Ingest is all or nothing as in the backend: an ingest ok carries
-//     exactly one ack per event; a refusal means nothing was appended.
+//     exactly one ack per event; a refusal as not_owner or shard_moving
+//     (a fence or cutover) means nothing was appended. A node may have
+//     appended events it then refuses only when the outcome is unknown
+//     to it too (lease_expired during the append, a Standby wait that
+//     failed, backpressure part way through a batch; see node.Ingest),
+//     and the SDK resends them as after a broken connection.
 //   - A client's answer for one request never reaches another caller.
 //
 // Authentication is set per server (ServerOptions.Verifier; none by

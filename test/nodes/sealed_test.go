@@ -14,11 +14,16 @@ import (
 // sealed wire sessions, no HTTP) writes while a shard is handed off (the
 // new owner follows the old one over a sealed replication stream, as the
 // standby follows every owner); afterwards every acknowledged event is
-// present exactly once, in per-shard order, and the daemons equal a
-// reference fold. ackPolicy Leader keeps "exactly once" strict: the send
-// counter sees HTTP only, and under Standby an owner may append an event
-// and then refuse it (its follower's stream restarting), which the SDK
-// rightly resends (TestLargeEventsOverBinaryAndReplication covers Standby).
+// present, at most once per send (the SDK's contract: only a resend after
+// an unknown outcome, such as a lease running out during the append, may
+// store an event twice), in per-shard order, and the daemons equal a
+// reference fold. The client's OnBinarySend hook counts binary sends, as
+// the HTTP tests' round tripper counts theirs. A fence or cutover refusal
+// appends nothing (node.TestIngestRefusedForAFenceOrMoveAppendedNothing),
+// so under ackPolicy Leader a handoff alone makes no duplicate; under
+// Standby an owner may still append an event and then refuse it (its
+// follower's stream restarting), which the SDK rightly resends
+// (TestLargeEventsOverBinaryAndReplication covers Standby).
 func TestSealedBinaryIngestThroughHandoff(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t, 102, "Leader")
@@ -28,7 +33,7 @@ func TestSealedBinaryIngestThroughHandoff(t *testing.T) {
 		wires = append(wires, m.Wire)
 	}
 	cl, err := client.New(ctx, client.Options{WireAddresses: wires, Transport: client.TransportBinary, Credentials: c.creds,
-		RetryBase: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+		RetryBase: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, OnBinarySend: c.attempts.Count})
 	if err != nil {
 		t.Fatal(err)
 	}
