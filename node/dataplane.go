@@ -124,7 +124,7 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 		}
 		// Acknowledge only inside the lease: past it another owner may
 		// have been promoted, and this node's word no longer counts.
-		// TODO(issue 12): under Standby this still refuses, after the
+		// TODO(issue 7): under Standby this still refuses, after the
 		// append, an event whose shard was fenced or moved while it
 		// waited for a follower, so the SDK's resend stores it twice;
 		// check the lease of the epoch it was appended in instead.
@@ -181,7 +181,7 @@ func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]data
 		if err != nil {
 			// Events already accepted are appended but not acknowledged; the
 			// client retries the batch (at-least-once).
-			// TODO(issue 12): reserve ring room for the whole batch first,
+			// TODO(issue 7): reserve ring room for the whole batch first,
 			// so backpressure refuses a batch before any of it is appended.
 			return nil, nil, n.ingestError(err)
 		}
