@@ -151,16 +151,12 @@ func (k *LeaseKeeper) Forget(cluster types.NamespacedName) {
 // nodes that hold a topology, except at creation, before the cluster
 // ran) and is withheld (Restarted), so it is failed over at once.
 //
-// planOperation calls it, and a paused cluster plans nothing. That is
-// safe today because the paused path reads no operator key, so a
-// restarted operator does not Set a paused cluster at all: it pushes no
-// ownership to an owner that came back empty (pinned by the spec "A
-// restarted operator of a paused cluster"), and the failover happens on
-// the first pass after the pause. TODO(issue 8): it also renews none of
-// the other owners' leases until then (their pods turn not ready after a
-// lease), unlike an operator that kept running through the pause; a fix
-// that keeps paused clusters must call Running for them (status.Started)
-// before their first Set.
+// planOperation calls it, and so does the paused path of Reconcile (a
+// paused cluster plans nothing) before it hands a restarted operator's
+// keeper the recorded topology: the other owners' leases are renewed
+// through the pause while an owner that came back empty is withheld, and
+// is failed over on the first pass after the pause (pinned by the spec
+// "A restarted operator of a paused cluster").
 func (k *LeaseKeeper) Running(cluster types.NamespacedName) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -168,6 +164,17 @@ func (k *LeaseKeeper) Running(cluster types.NamespacedName) {
 		k.running = map[types.NamespacedName]bool{}
 	}
 	k.running[cluster] = true
+}
+
+// Kept is the epoch of the topology the keeper pushes for cluster, 0 when
+// it keeps none.
+func (k *LeaseKeeper) Kept(cluster types.NamespacedName) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e, ok := k.clusters[cluster]; ok {
+		return e.topo.Epoch
+	}
+	return 0
 }
 
 // LastPush is when the last push to member that it answered returned (the
@@ -320,8 +327,12 @@ func (k *LeaseKeeper) round(ctx context.Context) time.Duration {
 					if err != nil {
 						return
 					}
-					if !k.cleared(e.cluster, m.Name, st.Epoch) {
-						k.Log.Info("owner came back without a topology: withholding it", "cluster", e.topo.Cluster, "member", m.Name, "epoch", e.topo.Epoch)
+					if ok, found := k.cleared(e.cluster, m.Name, st.Epoch); !ok {
+						// Once per restart: a paused cluster withholds it
+						// every round until the pause ends.
+						if found {
+							k.Log.Info("owner came back without a topology: withholding it", "cluster", e.topo.Cluster, "member", m.Name, "epoch", e.topo.Epoch)
+						}
 						return
 					}
 				}
@@ -367,21 +378,23 @@ func (k *LeaseKeeper) checkFirst(cluster types.NamespacedName, t *topology.Topol
 }
 
 // cleared records what a suspect member's status showed: a node holding a
-// topology is the same process (cleared); one holding none restarted.
-func (k *LeaseKeeper) cleared(cluster types.NamespacedName, member string, epoch uint64) bool {
+// topology is the same process (cleared); one holding none restarted
+// (found: this status is the first to show it).
+func (k *LeaseKeeper) cleared(cluster types.NamespacedName, member string, epoch uint64) (ok, found bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	e, ok := k.clusters[cluster]
-	if !ok {
-		return false
+	e, kept := k.clusters[cluster]
+	if !kept {
+		return false, false
 	}
 	if epoch == 0 && e.confirmed[member] {
+		found = !e.restarted[member]
 		e.restarted[member] = true
-		return false
+		return false, found
 	}
 	delete(e.suspect, member)
 	delete(e.restarted, member)
-	return true
+	return true, false
 }
 
 func (k *LeaseKeeper) markSuspect(cluster types.NamespacedName, member string) {

@@ -94,6 +94,19 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if err == nil {
 			err = r.observeTopology(ctx, mc, &obs)
 		}
+		// A pause stops changes, not availability: the owners' leases are
+		// still renewed. A keeper that pushes the recorded epoch already
+		// (the operator ran through the pause) is left as it is; one that
+		// keeps nothing (the operator restarted) gets the recorded
+		// topology, signed with the key the unpaused path would use, and
+		// is told first that the cluster ran, so an owner that came back
+		// empty is withheld rather than given ownership.
+		if err == nil && r.Leases != nil && obs.Topology != nil && r.Leases.Kept(req.NamespacedName) < obs.Topology.Epoch {
+			obs.OperatorKey, err = r.loadOperatorKey(ctx, mc)
+			if err == nil && obs.OperatorKey != nil && status.Started(mc) {
+				r.Leases.Running(req.NamespacedName)
+			}
+		}
 	} else {
 		err = r.reconcileChildren(ctx, mc, &obs)
 	}

@@ -79,14 +79,7 @@ func (r *MeshClusterReconciler) ensureKeySecret(ctx context.Context, mc *meshv1.
 	err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, secret)
 	switch {
 	case err == nil:
-		if owner := metav1.GetControllerOf(secret); owner != nil && owner.UID != mc.UID {
-			return nil, fmt.Errorf("secret %s belongs to an earlier cluster of the same name; waiting for it to be garbage collected", name)
-		}
-		kp, err := identity.KeyPairFromSecretData(secret.Data)
-		if err != nil {
-			return nil, fmt.Errorf("secret %s holds no valid key (delete it to have a new one made): %w", name, err)
-		}
-		return kp, nil
+		return keyFromSecret(mc, secret)
 	case !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("get secret %s: %w", name, err)
 	}
@@ -110,6 +103,38 @@ func (r *MeshClusterReconciler) ensureKeySecret(ctx context.Context, mc *meshv1.
 	}
 	r.Recorder.Eventf(mc, secret, corev1.EventTypeNormal, "Created", "Create", "created Secret %s", name)
 	return kp, nil
+}
+
+// keyFromSecret is the key pair an existing key Secret of mc holds: its
+// current key (during a credential rotation the record's current one, the
+// key the operator signs with; reconcile_rotation.go).
+func keyFromSecret(mc *meshv1.MeshCluster, secret *corev1.Secret) (*identity.KeyPair, error) {
+	if owner := metav1.GetControllerOf(secret); owner != nil && owner.UID != mc.UID {
+		return nil, fmt.Errorf("secret %s belongs to an earlier cluster of the same name; waiting for it to be garbage collected", secret.Name)
+	}
+	kp, err := identity.KeyPairFromSecretData(secret.Data)
+	if err != nil {
+		return nil, fmt.Errorf("secret %s holds no valid key (delete it to have a new one made): %w", secret.Name, err)
+	}
+	return kp, nil
+}
+
+// loadOperatorKey reads the operator key a pass signs with, as
+// reconcileCredentials returns it (rotation included), without creating
+// or changing any Secret: a paused cluster needs it to have its leases
+// renewed. Nil without an error when the Secret does not exist (no node
+// was given a key to trust, so there is nothing to renew).
+func (r *MeshClusterReconciler) loadOperatorKey(ctx context.Context, mc *meshv1.MeshCluster) (*identity.KeyPair, error) {
+	name := resources.OperatorKeySecretName(mc)
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get secret %s: %w", name, err)
+	}
+	return keyFromSecret(mc, secret)
 }
 
 // ensureDataKeySecret makes sure the cluster's data-API credentials exist
