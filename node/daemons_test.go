@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -58,31 +57,11 @@ func payload(i int) []byte {
 // referenceFold folds decl over every entry of l with a fresh host.
 func referenceFold(t *testing.T, decl nodeconfig.Daemon, l *redex.Log) (next uint64, state []byte) {
 	t.Helper()
-	cfg, _ := json.Marshal(decl.Config)
-	d, err := daemons.Builtins().New(decl.Kind, decl.Name, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := compute.NewHost(decl.Name, decl.Kind, cfg, d, compute.CursorAt(0), compute.HostConfig{})
 	es, err := l.Read(0, int(l.NextSeq())+1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range es {
-		if _, err := h.Deliver(compute.Event{Seq: e.Seq, Time: e.Time, Payload: e.Payload}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	snap, err := h.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := daemons.StateView(decl.Kind, cfg, snap.State)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(v)
-	return snap.Cursor.Next(), b
+	return foldEntries(t, decl, es)
 }
 
 // waitDaemons waits until every hosted instance has folded its shard's
@@ -123,14 +102,8 @@ func waitDaemonsState(t *testing.T, n *Node, withState bool) map[string]DaemonSt
 func checkAgainstReference(t *testing.T, n *Node, got map[string]DaemonStatus) {
 	t.Helper()
 	for k, d := range got {
-		var decl nodeconfig.Daemon
-		for _, dd := range testDecls {
-			if dd.Name == d.Name {
-				decl = dd
-			}
-		}
 		l, _ := n.Log(d.Shard)
-		next, state := referenceFold(t, decl, l)
+		next, state := referenceFold(t, declNamed(d.Name), l)
 		if d.Next != next || next == 0 || d.Through == nil || *d.Through != next-1 {
 			t.Fatalf("%s: next %d through %v, want next %d through %d", k, d.Next, d.Through, next, next-1)
 		}

@@ -2,17 +2,11 @@ package node
 
 import (
 	"bytes"
-	"context"
-	"crypto/ed25519"
 	"log/slog"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
-	"github.com/purplerain/mesh-operator/node/dataapi"
-	"github.com/purplerain/mesh-operator/node/replication"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -28,7 +22,6 @@ func TestOldOwnerFollowingTheNewOwnerDropsItsUnreplicatedWrites(t *testing.T) {
 	old := daemonSnapshotEvery
 	daemonSnapshotEvery = 4 // b's stored snapshots cover its own writes
 	t.Cleanup(func() { daemonSnapshotEvery = old })
-	ctx := context.Background()
 	ck, err := identity.Generate(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -41,26 +34,14 @@ func TestOldOwnerFollowingTheNewOwnerDropsItsUnreplicatedWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	srv, err := replication.NewServer(replication.ServerOptions{Source: a.OwnerSource(),
-		Verifier: identity.NewVerifier([]ed25519.PublicKey{ck.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log,
-		SessionKey: a.ClusterKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.30.40:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() { srv.Close(); <-served }()
+	t.Cleanup(func() { a.Close() }) // after the replication server stops (a cleanup registered later)
+	srv, addr := serveReplication(t, a, ck, a.ClusterKey, "127.0.30.40")
 
 	topo := func(epoch uint64, owner string, followers ...string) *topology.Topology {
 		return &topology.Topology{
 			Cluster: "demo", Epoch: epoch, LeaseMillis: 600_000, BaseShards: 2,
 			Members: []topology.Member{
-				{Name: "a", Role: topology.Active, Data: "127.0.30.40:1", Wire: ln.Addr().String()},
+				{Name: "a", Role: topology.Active, Data: "127.0.30.40:1", Wire: addr},
 				{Name: "b", Role: topology.Active, Data: "127.0.30.41:1", Wire: "127.0.30.41:2"},
 			},
 			Shards: []topology.Shard{{ID: 0, Owner: owner, Followers: followers}, {ID: 1, Owner: owner, Followers: followers}},
@@ -89,41 +70,11 @@ func TestOldOwnerFollowingTheNewOwnerDropsItsUnreplicatedWrites(t *testing.T) {
 	i := 0
 	ingest := func(n *Node, tp *topology.Topology, perShard int) {
 		t.Helper()
-		for range perShard {
-			for _, shard := range []uint16{0, 1} {
-				if _, err := n.Ingest(ctx, []dataapi.Event{{Key: keyFor(tp, shard), Payload: payload(i)}}); err != nil {
-					t.Fatal(err)
-				}
-				i++
-			}
-		}
+		ingestRounds(t, n, tp, perShard, &i)
 	}
 	caughtUp := func(b *Node) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			done := true
-			for _, shard := range []uint16{0, 1} {
-				ol, _ := a.Log(shard)
-				fl, _ := b.Log(shard)
-				if fl.NextSeq() != ol.NextSeq() {
-					done = false
-				}
-			}
-			for _, d := range b.DaemonStatuses(false) {
-				fl, _ := b.Log(d.Shard)
-				if d.Next != fl.NextSeq() {
-					done = false
-				}
-			}
-			if done {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("b did not catch up: %+v / daemons %+v", b.FollowerStatuses(), b.DaemonStatuses(false))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitCaughtUp(t, a, b, "b")
 	}
 	// matchesA checks b holds exactly a's entries and daemon states that
 	// fold a's whole history.
@@ -149,15 +100,9 @@ func TestOldOwnerFollowingTheNewOwnerDropsItsUnreplicatedWrites(t *testing.T) {
 			t.Fatal("b hosts no daemon copies")
 		}
 		for _, d := range statuses {
-			var decl nodeconfig.Daemon
-			for _, dd := range testDecls {
-				if dd.Name == d.Name {
-					decl = dd
-				}
-			}
 			ol, _ := a.Log(d.Shard)
 			history, _ := ol.Read(0, int(ol.NextSeq())+1)
-			next, state := foldEntries(t, decl, history)
+			next, state := foldEntries(t, declNamed(d.Name), history)
 			if !d.Running || d.Error != "" || d.Next != next || !bytes.Equal(d.State, state) {
 				t.Fatalf("%s/%d on b: running %v error %q next %d state %s; want running at %d with a's fold %s",
 					d.Name, d.Shard, d.Running, d.Error, d.Next, d.State, next, state)

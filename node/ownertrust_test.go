@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/purplerain/mesh-operator/engine/redex"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/dataapi"
-	"github.com/purplerain/mesh-operator/node/replication"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
 
@@ -67,24 +65,12 @@ func TestFollowerRefusesAnOwnerItDoesNotTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer owner.Close()
-	srv, err := replication.NewServer(replication.ServerOptions{Source: owner.OwnerSource(),
-		Verifier: identity.NewVerifier([]ed25519.PublicKey{cluster.PublicKey()}), HeartbeatInterval: 20 * time.Millisecond, Logger: log,
-		SessionKey: func() *identity.KeyPair { return impostor }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.27.150:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() { srv.Close(); <-served }()
+	t.Cleanup(func() { owner.Close() }) // after the replication server stops (a cleanup registered later)
+	_, addr := serveReplication(t, owner, cluster, func() *identity.KeyPair { return impostor }, "127.0.27.150")
 	topo := &topology.Topology{
 		Cluster: "demo", Epoch: 1, LeaseMillis: 600_000, BaseShards: 1,
 		Members: []topology.Member{
-			{Name: "a", Role: topology.Active, Data: "127.0.27.150:1", Wire: ln.Addr().String()},
+			{Name: "a", Role: topology.Active, Data: "127.0.27.150:1", Wire: addr},
 			{Name: "b", Role: topology.Standby, Data: "127.0.27.151:1", Wire: "127.0.27.151:2"},
 		},
 		Shards: []topology.Shard{{ID: 0, Owner: "a", Followers: []string{"b"}}},
