@@ -41,6 +41,39 @@ func poisonKinds(t *testing.T) *compute.Kinds {
 	return k
 }
 
+// poisonCluster starts two actives (addresses from prefix.ip) running the
+// guard daemon (poisonKind) on shard 0 and a counter on every shard, with
+// configure applied to each node's config first, and bootstraps them. It
+// returns the cluster, its topology and shard 0's owner (from) and the
+// other active (to).
+func poisonCluster(t *testing.T, ctx context.Context, ip int, configure func(*nodeconfig.Config)) (c *cluster, t0 *topology.Topology, from, to string) {
+	t.Helper()
+	c = newClusterKinds(t, "127.0.5", ip, 2, 0, "Leader", 10_000, func(cfg *nodeconfig.Config) {
+		configure(cfg)
+		cfg.Daemons = []nodeconfig.Daemon{
+			{Name: "guard", Kind: poisonKind, Shards: []int{0}},
+			{Name: "visits", Kind: daemons.KindCounter},
+		}
+	}, poisonKinds(t))
+	t0 = c.bootstrap(ctx)
+	s0, _ := t0.Shard(0)
+	from, to = s0.Owner, "a0"
+	if from == "a0" {
+		to = "a1"
+	}
+	return c, t0, from, to
+}
+
+// shard0Key is the first key "k<i>-<j>" of shard 0 in t0.
+func shard0Key(t0 *topology.Topology, i int) []byte {
+	for j := 0; ; j++ {
+		k := fmt.Appendf(nil, "k%d-%d", i, j)
+		if topology.KeyShard(k, t0.BaseShards) == 0 {
+			return k
+		}
+	}
+}
+
 // TestHaltedDaemonMovesWithItsShardAndStaysHalted: a user daemon on shard
 // 0 halts on a poisoned event (a Process error) at the owner. A handoff of
 // shard 0 still completes (the halted daemon does not hold it back), and
@@ -49,30 +82,11 @@ func poisonKinds(t *testing.T) *compute.Kinds {
 // complete. The old owner keeps the same halted copy as a follower.
 func TestHaltedDaemonMovesWithItsShardAndStaysHalted(t *testing.T) {
 	ctx := context.Background()
-	c := newClusterKinds(t, "127.0.5", 140, 2, 0, "Leader", 10_000, func(cfg *nodeconfig.Config) {
-		cfg.Daemons = []nodeconfig.Daemon{
-			{Name: "guard", Kind: poisonKind, Shards: []int{0}},
-			{Name: "visits", Kind: daemons.KindCounter},
-		}
-	}, poisonKinds(t))
-	t0 := c.bootstrap(ctx)
-	s0, _ := t0.Shard(0)
-	from, to := s0.Owner, "a0"
-	if from == "a0" {
-		to = "a1"
-	}
+	c, t0, from, to := poisonCluster(t, ctx, 140, func(*nodeconfig.Config) {})
 	cl := c.client(ctx)
-	key := func(i int) []byte {
-		for j := 0; ; j++ {
-			k := fmt.Appendf(nil, "k%d-%d", i, j)
-			if topology.KeyShard(k, t0.BaseShards) == 0 {
-				return k
-			}
-		}
-	}
 	send := func(i int, kind string) {
 		t.Helper()
-		if _, err := cl.Ingest(ctx, client.Event{Key: key(i), Payload: fmt.Appendf(nil, `{"key":"u%d","kind":%q}`, i%3, kind)}); err != nil {
+		if _, err := cl.Ingest(ctx, client.Event{Key: shard0Key(t0, i), Payload: fmt.Appendf(nil, `{"key":"u%d","kind":%q}`, i%3, kind)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -158,19 +172,9 @@ func TestHaltedDaemonMovesWithItsShardAndStaysHalted(t *testing.T) {
 // with the old owner's state.
 func TestHandoffOfAShardWhoseLogWasPrunedPastAHaltedDaemon(t *testing.T) {
 	ctx := context.Background()
-	c := newClusterKinds(t, "127.0.5", 150, 2, 0, "Leader", 10_000, func(cfg *nodeconfig.Config) {
+	c, t0, from, to := poisonCluster(t, ctx, 150, func(cfg *nodeconfig.Config) {
 		cfg.Retention = nodeconfig.Retention{MaxEvents: 50}
-		cfg.Daemons = []nodeconfig.Daemon{
-			{Name: "guard", Kind: poisonKind, Shards: []int{0}},
-			{Name: "visits", Kind: daemons.KindCounter},
-		}
-	}, poisonKinds(t))
-	t0 := c.bootstrap(ctx)
-	s0, _ := t0.Shard(0)
-	from, to := s0.Owner, "a0"
-	if from == "a0" {
-		to = "a1"
-	}
+	})
 	cl := c.client(ctx)
 	var batch []client.Event
 	for i := range 300 {
@@ -178,13 +182,7 @@ func TestHandoffOfAShardWhoseLogWasPrunedPastAHaltedDaemon(t *testing.T) {
 		if i == 20 {
 			kind = "poison"
 		}
-		for j := 0; ; j++ {
-			k := fmt.Appendf(nil, "k%d-%d", i, j)
-			if topology.KeyShard(k, t0.BaseShards) == 0 {
-				batch = append(batch, client.Event{Key: k, Payload: fmt.Appendf(nil, `{"key":"u%d","kind":%q}`, i%3, kind)})
-				break
-			}
-		}
+		batch = append(batch, client.Event{Key: shard0Key(t0, i), Payload: fmt.Appendf(nil, `{"key":"u%d","kind":%q}`, i%3, kind)})
 	}
 	for len(batch) > 0 {
 		n := min(len(batch), 50)
