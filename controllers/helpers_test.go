@@ -1,10 +1,16 @@
 package controllers_test
 
 import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 )
@@ -17,4 +23,38 @@ func resourceQuantity(s string) resource.Quantity { return resource.MustParse(s)
 
 func clusterOf(name string) *meshv1.MeshCluster {
 	return &meshv1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+}
+
+// startCluster creates the MeshCluster name as newCluster(name) changed by
+// shape, deletes it when the spec ends, starts its pods on the test
+// kubelet and waits until it is Available. It returns the kubelet and the
+// Available cluster.
+func startCluster(name string, shape func(*meshv1.MeshCluster)) (*testKubelet, *meshv1.MeshCluster) {
+	GinkgoHelper()
+	ctx := context.Background()
+	mc := newCluster(name)
+	shape(mc)
+	Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+	DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
+	kubelet := startKubelet(name)
+	return kubelet, waitAvailable(name)
+}
+
+// concurrentMoves is the shape of the specs that move several shards at
+// once: two actives, eight shards, up to three moves in flight, standby
+// acknowledgements.
+func concurrentMoves(mc *meshv1.MeshCluster) {
+	mc.Spec.Nodes = 2
+	mc.Spec.Shards.Count = 8
+	mc.Spec.Migration.MaxConcurrent = 3
+	mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+}
+
+// startLoad starts the counted ingest through kubelet's pods and waits
+// until it had more than 100 events acknowledged.
+func startLoad(kubelet *testKubelet) *countedLoad {
+	GinkgoHelper()
+	load := startCountedIngest(kubelet)
+	Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+	return load
 }

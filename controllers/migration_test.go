@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	meshclient "github.com/purplerain/mesh-operator/client"
@@ -220,17 +219,14 @@ var _ = Describe("Shard moves", func() {
 	It("bounds a move by migration.timeout: Retry starts it again, Abort leaves the source the owner until the spec changes", func() {
 		const name = "slow"
 		gateClusterWire(name)
-		mc := newCluster(name)
-		mc.Spec.Nodes = 2
-		// No standby: the third active joins with an empty log.
-		mc.Spec.Standby.Replicas = ptrTo[int32](0)
-		mc.Spec.Shards.Count = 4
-		mc.Spec.Migration.Timeout = metav1.Duration{Duration: time.Second}
-		mc.Spec.Migration.OnTimeout = meshv1.OnTimeoutRetry
-		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-		kubelet := startKubelet(name)
-		waitAvailable(name)
+		kubelet, _ := startCluster(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			// No standby: the third active joins with an empty log.
+			mc.Spec.Standby.Replicas = ptrTo[int32](0)
+			mc.Spec.Shards.Count = 4
+			mc.Spec.Migration.Timeout = metav1.Duration{Duration: time.Second}
+			mc.Spec.Migration.OnTimeout = meshv1.OnTimeoutRetry
+		})
 		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryMax: 200 * time.Millisecond, Credentials: dataCredentials(name)})
 		Expect(err).NotTo(HaveOccurred())
 		// Every shard holds events, so a new owner has something to catch
@@ -314,17 +310,8 @@ var _ = Describe("Shard moves", func() {
 
 	It("runs up to maxConcurrent moves at once, balances, loses nothing, and drops the followers the moves left once standbys caught up", func() {
 		const name = "wide"
-		mc := newCluster(name)
-		mc.Spec.Nodes = 2
-		mc.Spec.Shards.Count = 8
-		mc.Spec.Migration.MaxConcurrent = 3
-		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
-		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-		kubelet := startKubelet(name)
-		waitAvailable(name)
-		load := startCountedIngest(kubelet)
-		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+		kubelet, _ := startCluster(name, concurrentMoves)
+		load := startLoad(kubelet)
 
 		By("scaling up 2→4 actives and watching status.migrations")
 		most := 0

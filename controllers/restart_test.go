@@ -406,28 +406,22 @@ func (l *countedLoad) expectExactlyOnce(addrs []string) {
 }
 
 var _ = Describe("Operator restarts at every failpoint", func() {
-	ctx := context.Background()
-
 	It("completes a failover and then a scale-down exactly once, restarted at every step, with never two owners", func() {
 		const name = "crash"
 		gateClusterWire(name)
-		mc := newCluster(name)
-		mc.Spec.Nodes = 2
-		mc.Spec.Shards.Count = 4
-		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
-		mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Second}
-		// Longer than failoverAfter plus an operator restart, so a
-		// restarted operator that promoted without waiting out the lease
-		// would leave the old owner writable next to the new one.
-		mc.Spec.Standby.LeaseDuration = metav1.Duration{Duration: 5 * time.Second}
-		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-		kubelet := startKubelet(name)
-		waitAvailable(name)
+		kubelet, _ := startCluster(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			mc.Spec.Shards.Count = 4
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Second}
+			// Longer than failoverAfter plus an operator restart, so a
+			// restarted operator that promoted without waiting out the lease
+			// would leave the old owner writable next to the new one.
+			mc.Spec.Standby.LeaseDuration = metav1.Duration{Duration: 5 * time.Second}
+		})
 		hist := watchHistory(name)
 		nodes := watchNodes(kubelet, name)
-		load := startCountedIngest(kubelet)
-		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+		load := startLoad(kubelet)
 		crash := armCrasher(name, 80)
 
 		// failover fails victim (fail), restarts the operator at every
@@ -545,23 +539,12 @@ var _ = Describe("Operator restarts at every failpoint", func() {
 })
 
 var _ = Describe("Operator restarts during concurrent moves", func() {
-	ctx := context.Background()
-
 	It("resumes every move of a concurrent batch from status, each shard cut over once", func() {
 		const name = "batch"
-		mc := newCluster(name)
-		mc.Spec.Nodes = 2
-		mc.Spec.Shards.Count = 8
-		mc.Spec.Migration.MaxConcurrent = 3
-		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
-		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-		kubelet := startKubelet(name)
-		before := waitAvailable(name)
+		kubelet, before := startCluster(name, concurrentMoves)
 		hist := watchHistory(name)
 		nodes := watchNodes(kubelet, name)
-		load := startCountedIngest(kubelet)
-		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+		load := startLoad(kubelet)
 
 		By("adding a third active (two shards move at once), the operator crashing at each step of the batch")
 		crash := armCrasher(name, 30)
@@ -607,18 +590,14 @@ var _ = Describe("A restarted operator", func() {
 
 	It("does not hand ownership to an owner that came back empty while no operator ran (memory mode), and fails it over at once", func() {
 		const name = "amnesia"
-		mc := newCluster(name)
-		mc.Spec.Nodes = 2
-		mc.Spec.Shards.Count = 4
-		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
-		// Only the restart detection can fail it over in this spec.
-		mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
-		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-		kubelet := startKubelet(name)
-		waitAvailable(name)
-		load := startCountedIngest(kubelet)
-		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+		kubelet, _ := startCluster(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			mc.Spec.Shards.Count = 4
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			// Only the restart detection can fail it over in this spec.
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
+		})
+		load := startLoad(kubelet)
 
 		By("stopping the operator, then replacing amnesia-0's pod by a fresh one (new address, empty log)")
 		stopManager()
