@@ -111,10 +111,11 @@ func (n *Node) syncShards(ctx context.Context, t *topology.Topology) error {
 // are in the log (acknowledged; the handoff carries the fenced log whole).
 // The answers that may follow an append are the ambiguous ones, which the
 // SDK resends like a broken connection: lease_expired when the lease ran
-// out during the append, a failed Standby wait, a batch refused part way
+// out during the append or, under ackPolicy Standby, before a follower
+// had the events, a failed Standby wait, a batch refused part way
 // (backpressure on a later event), and the context ending.
 func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ack, error) {
-	acks, touched, err := n.appendEvents(ctx, events)
+	acks, touched, leaseUntil, err := n.appendEvents(ctx, events)
 	if err != nil {
 		return nil, err
 	}
@@ -122,29 +123,48 @@ func (n *Node) Ingest(ctx context.Context, events []dataapi.Event) ([]dataapi.Ac
 		if err := n.waitReplicated(ctx, touched); err != nil {
 			return nil, err
 		}
-		// Acknowledge only inside the lease: past it another owner may
-		// have been promoted, and this node's word no longer counts.
-		// TODO(issue 7): under Standby this still refuses, after the
-		// append, an event whose shard was fenced or moved while it
-		// waited for a follower, so the SDK's resend stores it twice;
-		// check the lease of the epoch it was appended in instead.
-		for id := range touched {
-			if err := n.CheckWritable(id); err != nil {
-				return nil, fmt.Errorf("appended but not acknowledged: %w", err)
-			}
+		// Acknowledge if the lease the events were appended under still
+		// holds, whatever the topology says now: a fence, a move or a
+		// drain installed while they waited for a follower must not
+		// refuse them ("moving" and "not owner" tell the SDK nothing was
+		// stored, and its resend would store them twice). That is safe,
+		// because another owner of the shard can only have come after
+		// the append in one of two ways:
+		//   - a handoff, which carries the fenced log whole: the fence's
+		//     epoch waited for this append (appendGate), and the cutover
+		//     comes only once the new owner caught up with the fenced
+		//     log, so the new owner holds these events;
+		//   - a promotion without a handoff (failover), which waits out
+		//     this node's lease: the operator stops renewing it and waits
+		//     a lease past the latest time a push may have renewed it
+		//     (controllers/leases.go, LeaseFrom), which is no earlier than
+		//     when this node set leaseUntil, so the wait lasts at least
+		//     until leaseUntil. Before leaseUntil no one else was
+		//     promoted, so the follower that acknowledged the events had
+		//     them while this node was still the owner.
+		// Past leaseUntil a promotion may have come first and this node's
+		// word no longer counts: lease_expired, which the SDK resends. The
+		// deadline must be the one read at the append, never a later one:
+		// a renewal since (at a later epoch, perhaps one where another
+		// node owns the shard and was since failed over) says nothing
+		// about the epoch the events went into.
+		if !n.now().Before(leaseUntil) {
+			return nil, fmt.Errorf("appended and replicated but not acknowledged: %w", ErrLeaseExpired)
 		}
 	}
 	return acks, nil
 }
 
 // appendEvents checks and appends events under appendGate (see Ingest)
-// and returns their acks and the shards they went to.
-func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]dataapi.Ack, map[uint16]bool, error) {
+// and returns their acks, the shards they went to and the deadline of the
+// lease they were appended under.
+func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]dataapi.Ack, map[uint16]bool, time.Time, error) {
+	var none time.Time
 	n.appendGate.RLock()
 	defer n.appendGate.RUnlock()
 	t := n.Topology()
 	if t == nil {
-		return nil, nil, ErrNoTopology
+		return nil, nil, none, ErrNoTopology
 	}
 	shards := make([]int, len(events)) // -1: keyless
 	for i, e := range events {
@@ -152,7 +172,7 @@ func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]data
 		if len(e.Key) > 0 {
 			id := topology.KeyShard(e.Key, t.BaseShards)
 			if err := n.CheckWritable(id); err != nil {
-				return nil, nil, err
+				return nil, nil, none, err
 			}
 			shards[i] = int(id)
 		}
@@ -161,14 +181,14 @@ func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]data
 	if slices.Contains(shards, -1) {
 		var err error
 		if keyless, err = n.writableShards(); err != nil {
-			return nil, nil, err
+			return nil, nil, none, err
 		}
 	}
 	// Behaviour rules come after routing, so a request this node would
 	// refuse anyway (retriable elsewhere) spends no rate budget, and before
 	// any append, so a rejected request leaves nothing behind.
 	if err := n.checkRules(events); err != nil {
-		return nil, nil, err
+		return nil, nil, none, err
 	}
 	tickets := make([]bus.Ticket, len(events))
 	for i, e := range events {
@@ -183,14 +203,14 @@ func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]data
 			// client retries the batch (at-least-once).
 			// TODO(issue 7): reserve ring room for the whole batch first,
 			// so backpressure refuses a batch before any of it is appended.
-			return nil, nil, n.ingestError(err)
+			return nil, nil, none, n.ingestError(err)
 		}
 	}
 	acks := make([]dataapi.Ack, len(events))
 	touched := map[uint16]bool{}
 	for i, tk := range tickets {
 		if err := n.bus.WaitDispatched(ctx, tk); err != nil {
-			return nil, nil, n.ingestError(err)
+			return nil, nil, none, n.ingestError(err)
 		}
 		acks[i] = dataapi.Ack{Shard: tk.Shard}
 		touched[tk.Shard] = true
@@ -198,12 +218,14 @@ func (n *Node) appendEvents(ctx context.Context, events []dataapi.Event) ([]data
 	// Acknowledge only inside the lease: past it another owner may have
 	// been promoted, and this node's word no longer counts. The gate is
 	// still held, so the lease is the one of the epoch the events were
-	// appended in (a new epoch would reset it). A fence, a move or a
-	// drain cannot refuse them any more: they are in the log before it.
-	if n.LeaseRemaining() <= 0 {
-		return nil, nil, fmt.Errorf("appended but not acknowledged: %w", ErrLeaseExpired)
+	// appended in (a new epoch would reset it); Ingest checks the same
+	// deadline again after a Standby wait. A fence, a move or a drain
+	// cannot refuse them any more: they are in the log before it.
+	leaseUntil := n.leaseDeadline()
+	if !n.now().Before(leaseUntil) {
+		return nil, nil, none, fmt.Errorf("appended but not acknowledged: %w", ErrLeaseExpired)
 	}
-	return acks, touched, nil
+	return acks, touched, leaseUntil, nil
 }
 
 // checkRules evaluates the behaviour rules over the request's payloads;

@@ -348,6 +348,18 @@ func (n *Node) LeaseRemaining() time.Duration {
 	return n.leaseUntil.Sub(n.now())
 }
 
+// leaseDeadline is when the current lease ends (the zero time before the
+// first topology). Ingest reads it under appendGate, so it is the lease of
+// the epoch its events were appended in (dataplane.go).
+func (n *Node) leaseDeadline() time.Time {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.topo == nil {
+		return time.Time{}
+	}
+	return n.leaseUntil
+}
+
 // CheckWritable says whether this node may accept a write for shard now.
 func (n *Node) CheckWritable(shard uint16) error {
 	n.mu.RLock()

@@ -67,9 +67,10 @@
 //     exactly one ack per event; a refusal as not_owner or shard_moving
 //     (a fence or cutover) means nothing was appended. A node may have
 //     appended events it then refuses only when the outcome is unknown
-//     to it too (lease_expired during the append, a Standby wait that
-//     failed, backpressure part way through a batch; see node.Ingest),
-//     and the SDK resends them as after a broken connection.
+//     to it too (lease_expired during the append or the Standby wait, a
+//     Standby wait that failed, backpressure part way through a batch;
+//     see node.Ingest), and the SDK resends them as after a broken
+//     connection.
 //   - A client's answer for one request never reaches another caller.
 //
 // Authentication is set per server (ServerOptions.Verifier; none by
