@@ -312,6 +312,10 @@ type DrainStatus struct {
 // go elsewhere once the operator moved the shards) and flushes what it
 // accepted. Repeating it is harmless.
 func (n *Node) Drain(ctx context.Context) (DrainStatus, error) {
+	// Under appendGate, as a new epoch is installed: an ingest that passed
+	// its writable check before the drain has its events in the log before
+	// draining is set, so the flush below covers every acknowledged event.
+	n.appendGate.Lock()
 	n.mu.Lock()
 	n.draining = true
 	owned := 0
@@ -319,6 +323,7 @@ func (n *Node) Drain(ctx context.Context) (DrainStatus, error) {
 		owned = len(n.topo.OwnedBy(n.name))
 	}
 	n.mu.Unlock()
+	n.appendGate.Unlock()
 	if err := n.bus.Flush(ctx); err != nil {
 		return DrainStatus{Owned: owned}, fmt.Errorf("drain: %w", err)
 	}
