@@ -44,7 +44,10 @@
 // default the server keys Options.Credentials carry (the data Secret names
 // the cluster key, both keys during a credential rotation), so a node, or a
 // man in the middle, signing with another key is refused (wire.ErrHandshake)
-// before the client sends its token or an event. A long-lived client must
+// before the client sends its token or an event. Ingest and Poll return
+// that refusal at once, unretried like a refused token: dialling again
+// meets the same key (a handshake the connection broke off is retried
+// like any connection failure). A long-lived client must
 // load the Secret again (a new Client) within a rotation's grace period:
 // it pins the keys it was given. Options.Plaintext turns sealing off for
 // nodes that allow it. HTTP/JSON traffic is neither sealed nor pinned.

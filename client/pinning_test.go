@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,4 +129,86 @@ func mustGenerate(t *testing.T) *identity.KeyPair {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// countingListener counts the connections its server accepted.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestARefusedHandshakeIsNotRetried: a node signing its handshake with a
+// key the client does not pin (the client kept the data Secret of before a
+// credential rotation) is refused once, and Ingest and Poll return that
+// refusal (wire.ErrHandshake) at once: retrying cannot change the node's
+// key, and a client that retried until its context ended reported whatever
+// its last attempt hit (a dial timeout under load) instead of the refusal.
+func TestARefusedHandshakeIsNotRetried(t *testing.T) {
+	c := newBinCluster(t)
+	op, cluster, old := mustGenerate(t), mustGenerate(t), mustGenerate(t)
+	c.sealedSigner(t, "b", cluster, op)
+	// a signs with the cluster key, behind a listener that counts dials.
+	addr := c.wire["a"]
+	c.stopWire(t, "a")
+	s, err := wireapi.NewServer(wireapi.ServerOptions{Backend: c.nodes["a"], RequireSealed: true,
+		SessionKey: func() *identity.KeyPair { return cluster },
+		Verifier:   identity.NewVerifier([]ed25519.PublicKey{op.PublicKey()})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &countingListener{Listener: inner}
+	c.srvs["a"], c.done["a"] = s, make(chan error, 1)
+	go func(done chan error) { done <- s.Serve(ln) }(c.done["a"])
+	c.push(t, 1, "a")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dc, err := identity.NewDataCredentials(op, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.ServerKeys = []ed25519.PublicKey{old.PublicKey()}
+	var sent atomic.Int64
+	// The topology comes over HTTP, so New succeeds; the binary
+	// connections are where the pinned key is checked.
+	cl, err := New(ctx, Options{Addresses: []string{c.data["a"]}, Transport: TransportBinary, RetryBase: time.Millisecond, RetryMax: time.Millisecond,
+		Credentials: dc, OnBinarySend: func(ev []Event) { sent.Add(int64(len(ev))) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	_, err = cl.Ingest(ctx, Event{Key: keysFor(0, 1)[0], Payload: []byte("stale-pin")})
+	if !errors.Is(err, wire.ErrHandshake) || errors.Is(err, wireapi.ErrConnection) {
+		t.Fatalf("ingest to a node signing with an unpinned key: %v, want a refused handshake that is not a connection failure", err)
+	}
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the refusal came only when the context ended: %v", err)
+	}
+	if n := ln.n.Load(); n != 1 {
+		t.Fatalf("the client dialled a refusing node %d times for one ingest, want 1", n)
+	}
+	if n := sent.Load(); n != 0 {
+		t.Fatalf("%d events were sent over a refused session", n)
+	}
+
+	p, err := cl.NewPoller("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Poll(ctx, 10); !errors.Is(err, wire.ErrHandshake) {
+		t.Fatalf("poll of nodes signing with an unpinned key: %v, want a refused handshake", err)
+	}
 }
