@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
@@ -32,7 +33,10 @@ type rollWatch struct {
 	uids     map[string][]types.UID
 	// maxDown is the most pods absent, terminating or not ready at once.
 	maxDown int
-	// ownerGone names pods seen deleted while their member owned shards.
+	// ownerGone names pods deleted while their member owned shards: in
+	// the status read after the deletion arrived (watchDeletions; nothing
+	// moves shards off a pod being restarted, so it owned them when it
+	// was deleted).
 	ownerGone []string
 
 	stop context.CancelFunc
@@ -43,14 +47,12 @@ func watchRoll(cluster string, pods int) *rollWatch {
 	w := &rollWatch{uids: map[string][]types.UID{}, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		defer GinkgoRecover()
-		defer close(w.done)
 		for ctx.Err() == nil {
 			list := &corev1.PodList{}
-			mc := &meshv1.MeshCluster{}
-			if k8sClient.Get(ctx, key(cluster), mc) == nil && k8sClient.List(ctx, list, client.InNamespace("default")) == nil {
-				owned := ownedCounts(mc)
+			if k8sClient.List(ctx, list, client.InNamespace("default")) == nil {
 				w.mu.Lock()
 				down := pods
 				for _, p := range list.Items {
@@ -64,9 +66,6 @@ func watchRoll(cluster string, pods int) *rollWatch {
 						w.uids[p.Name] = append(uids, p.UID)
 					}
 					if p.DeletionTimestamp != nil {
-						if owned[p.Name] > 0 && !slices.Contains(w.ownerGone, p.Name) {
-							w.ownerGone = append(w.ownerGone, p.Name)
-						}
 						continue
 					}
 					if slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
@@ -80,9 +79,71 @@ func watchRoll(cluster string, pods int) *rollWatch {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	})
+	wg.Go(func() {
+		defer GinkgoRecover()
+		w.watchDeletions(ctx, cluster)
+	})
+	go func() {
+		wg.Wait()
+		close(w.done)
 	}()
 	DeferCleanup(w.halt)
 	return w
+}
+
+// watchDeletions judges every deletion of one of cluster's pods that the
+// API server reports (a watch, not a poll: a pod deleted with its node
+// stopped at once is gone within a kubelet round) against the status
+// read after the deletion arrived. The operator records an active's last
+// handoff and deletes its pod a pass later (tens of milliseconds), so a
+// status read before the deletion was seen can predate that handoff and
+// show the member still owning the shard it just handed off; a status
+// read after it is at least the one the operator deleted the pod under.
+func (w *rollWatch) watchDeletions(ctx context.Context, cluster string) {
+	rv := "" // the last event's resourceVersion: a rewatch resumes there
+	for ctx.Err() == nil {
+		opts := &client.ListOptions{Namespace: "default", Raw: &metav1.ListOptions{ResourceVersion: rv}}
+		pw, err := k8sClient.Watch(ctx, &corev1.PodList{}, opts)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		for ev := range pw.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				if ev.Type == watch.Error {
+					rv = "" // expired: the rewatch starts from now
+					break
+				}
+				continue
+			}
+			rv = p.ResourceVersion
+			if !strings.HasPrefix(p.Name, cluster+"-") || (p.DeletionTimestamp == nil && ev.Type != watch.Deleted) {
+				continue
+			}
+			mc := &meshv1.MeshCluster{}
+			for k8sClient.Get(ctx, key(cluster), mc) != nil && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			w.mu.Lock()
+			if ownedAt(mc, p.Name, p.Status.PodIP) > 0 && !slices.Contains(w.ownerGone, p.Name) {
+				w.ownerGone = append(w.ownerGone, p.Name)
+			}
+			w.mu.Unlock()
+		}
+		pw.Stop()
+	}
+}
+
+// ownedAt is how many shards name's member owns in mc's recorded
+// topology while that member is at ip (the recorded topology still
+// describes the pod at ip, not one that replaced it).
+func ownedAt(mc *meshv1.MeshCluster, name, ip string) int {
+	if !slices.ContainsFunc(mc.Status.Members, func(m meshv1.MemberStatus) bool { return m.Name == name && m.Address == ip }) {
+		return 0
+	}
+	return ownedCounts(mc)[name]
 }
 
 func (w *rollWatch) halt() {
