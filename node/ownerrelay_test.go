@@ -3,101 +3,19 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/purplerain/mesh-operator/engine/identity"
-	"github.com/purplerain/mesh-operator/engine/wire"
+	"github.com/purplerain/mesh-operator/engine/wire/wiretest"
 	nodeconfig "github.com/purplerain/mesh-operator/node/config"
 	"github.com/purplerain/mesh-operator/node/dataapi"
 	"github.com/purplerain/mesh-operator/node/replication"
 	"github.com/purplerain/mesh-operator/node/topology"
 )
-
-// mitmRelay sits on the address the topology gives as a shard owner's wire
-// address: it ends each follower's session with its own key (so it can
-// read and change everything the follower sends) and opens its own session
-// to the real owner, relaying the plaintext both ways. fromFollower counts
-// the plaintext bytes it got from followers (their subscribe tokens come
-// first).
-type mitmRelay struct {
-	ln           net.Listener
-	key          *identity.KeyPair
-	owner        string
-	fromFollower atomic.Int64
-	wg           sync.WaitGroup
-	mu           sync.Mutex
-	conns        []net.Conn
-}
-
-func (r *mitmRelay) track(c net.Conn) {
-	r.mu.Lock()
-	r.conns = append(r.conns, c)
-	r.mu.Unlock()
-}
-
-func (r *mitmRelay) serve() {
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		r.track(c)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer c.Close()
-			fc, err := wire.ServerSession{Sign: r.key.Sign, Public: r.key.PublicKey(), Timeout: 5 * time.Second}.Accept(c)
-			if err != nil {
-				return
-			}
-			oc, err := net.Dial("tcp", r.owner)
-			if err != nil {
-				return
-			}
-			r.track(oc)
-			defer oc.Close()
-			sc, err := wire.ClientSession{Subprotocol: replication.Subprotocol}.Handshake(oc)
-			if err != nil {
-				return
-			}
-			go func() {
-				_, _ = io.Copy(fc, sc)
-				_ = fc.Close()
-			}()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := fc.Read(buf)
-				r.fromFollower.Add(int64(n))
-				if n > 0 {
-					if _, werr := sc.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					_ = sc.Close()
-					return
-				}
-			}
-		}()
-	}
-}
-
-func (r *mitmRelay) close() {
-	_ = r.ln.Close()
-	r.mu.Lock()
-	for _, c := range r.conns {
-		_ = c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
-}
 
 // TestFollowerGivesARelayWithItsOwnKeyNothing: a man in the middle who
 // answers on the owner's wire address and ends the follower's session with
@@ -144,9 +62,8 @@ func TestFollowerGivesARelayWithItsOwnKeyNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay := &mitmRelay{ln: rln, key: relayKey, owner: ln.Addr().String()}
-	go relay.serve()
-	defer relay.close()
+	relay := wiretest.StartRelay(rln, relayKey.Sign, relayKey.PublicKey(), ln.Addr().String(), replication.Subprotocol)
+	defer relay.Close()
 
 	// The topology the owner applies names its real address; the one b
 	// gets names the relay's (a poisoned DNS name or a hijacked route
@@ -193,7 +110,7 @@ func TestFollowerGivesARelayWithItsOwnKeyNothing(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := relay.fromFollower.Load(); n != 0 {
+	if n := relay.FromClient(); n != 0 {
 		t.Fatalf("the relay got %d plaintext bytes from the follower (its token), want none", n)
 	}
 	if fl, err := b.Log(0); err != nil || fl.NextSeq() != 0 {
@@ -212,7 +129,7 @@ func TestFollowerGivesARelayWithItsOwnKeyNothing(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if relay.fromFollower.Load() == 0 {
+	if relay.FromClient() == 0 {
 		t.Fatal("the trusted relay carried the stream but counted no bytes from the follower")
 	}
 }

@@ -4,18 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/purplerain/mesh-operator/client"
 	"github.com/purplerain/mesh-operator/engine/identity"
 	"github.com/purplerain/mesh-operator/engine/wire"
+	"github.com/purplerain/mesh-operator/engine/wire/wiretest"
 	"github.com/purplerain/mesh-operator/node/wireapi"
 )
 
@@ -53,9 +51,8 @@ func TestBinaryClientPinsTheNodeKeysItsCredentialsName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay := &sessionRelay{ln: ln, key: relayKey, to: c.member("a0").Wire}
-	go relay.serve()
-	defer relay.close()
+	relay := wiretest.StartRelay(ln, relayKey.Sign, relayKey.PublicKey(), c.member("a0").Wire, wireapi.Subprotocol)
+	defer relay.Close()
 
 	dial := func(addr string, dc *identity.DataCredentials) (*client.Client, error) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -67,7 +64,7 @@ func TestBinaryClientPinsTheNodeKeysItsCredentialsName(t *testing.T) {
 	if _, err := dial(ln.Addr().String(), creds(ck.PublicKey())); !errors.Is(err, wire.ErrHandshake) {
 		t.Fatalf("client pinning the cluster key, through a relay signing with its own: %v, want a refused handshake", err)
 	}
-	if n := relay.fromClient.Load(); n != 0 {
+	if n := relay.FromClient(); n != 0 {
 		t.Fatalf("the relay got %d plaintext bytes from the pinned client (its token), want none", n)
 	}
 
@@ -95,82 +92,7 @@ func TestBinaryClientPinsTheNodeKeysItsCredentialsName(t *testing.T) {
 		t.Fatalf("client trusting the relay: %v", err)
 	}
 	defer viaRelay.Close()
-	if relay.fromClient.Load() == 0 {
+	if relay.FromClient() == 0 {
 		t.Fatal("the trusted relay carried a topology request but counted no bytes")
 	}
-}
-
-// sessionRelay ends each connection's wire session with its own key and
-// relays the plaintext to a node's wire port over its own session.
-type sessionRelay struct {
-	ln         net.Listener
-	key        *identity.KeyPair
-	to         string
-	fromClient atomic.Int64
-	wg         sync.WaitGroup
-	mu         sync.Mutex
-	conns      []net.Conn
-}
-
-func (r *sessionRelay) track(c net.Conn) {
-	r.mu.Lock()
-	r.conns = append(r.conns, c)
-	r.mu.Unlock()
-}
-
-func (r *sessionRelay) serve() {
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		r.track(c)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer c.Close()
-			cc, err := wire.ServerSession{Sign: r.key.Sign, Public: r.key.PublicKey(), Timeout: 5 * time.Second}.Accept(c)
-			if err != nil {
-				return
-			}
-			nc, err := net.Dial("tcp", r.to)
-			if err != nil {
-				return
-			}
-			r.track(nc)
-			defer nc.Close()
-			sc, err := wire.ClientSession{Subprotocol: wireapi.Subprotocol}.Handshake(nc)
-			if err != nil {
-				return
-			}
-			go func() {
-				_, _ = io.Copy(cc, sc)
-				_ = cc.Close()
-			}()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := cc.Read(buf)
-				r.fromClient.Add(int64(n))
-				if n > 0 {
-					if _, werr := sc.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					_ = sc.Close()
-					return
-				}
-			}
-		}()
-	}
-}
-
-func (r *sessionRelay) close() {
-	_ = r.ln.Close()
-	r.mu.Lock()
-	for _, c := range r.conns {
-		_ = c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
 }
