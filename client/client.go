@@ -10,6 +10,13 @@
 // owner of more routable shards gets more of them; a draining shard's owner
 // gets none for it. Every owner, draining shards included, is polled.
 //
+// Topology age: the topology is refreshed before a write is routed when
+// it is older than Options.TopologyMaxAge (1 s), so keyless events reach
+// shards added on members the client does not write to without waiting
+// for a refused write; there is no background refresher. Concurrent
+// writes share one refresh in flight, at most one is started per
+// TopologyMaxAge, and a failed one keeps the old topology.
+//
 // Retries: a refused write (421 not owner, 503 moving, lease expired, no
 // topology, backpressure) is retried with jittered exponential backoff
 // after refreshing the topology, until the context ends. A behaviour-rule
@@ -118,11 +125,17 @@ type Options struct {
 	// pinned keys a sealed session resists passive observers but not a
 	// man in the middle.
 	ServerKeys []ed25519.PublicKey
-	// TopologyMaxAge is how old the topology may be when a poll finds
-	// every polled owner caught up before the poller refreshes it
-	// (default 1 s; negative: never there). Polls succeed against a stale
-	// topology, so without it a poller would never read a shard added by
-	// autoscaling on, or moved or promoted to, a member it does not poll.
+	// TopologyMaxAge is how old the topology may be (default 1 s;
+	// negative: no age limit). Ingest refreshes an older one before
+	// routing a write (one refresh in flight, shared by concurrent
+	// writes, at most one started per TopologyMaxAge; a failed one keeps
+	// the old topology and the write proceeds), and a poll that finds
+	// every polled owner caught up refreshes it. Writes and polls succeed
+	// against a stale topology, so without it an ingest-only client would
+	// never send keyless events to a shard added by autoscaling on a
+	// member it does not write to (and autoscaling could drain it as
+	// idle), and a poller would never read a shard added on, or moved or
+	// promoted to, a member it does not poll.
 	TopologyMaxAge time.Duration
 	// OnBinarySend, if set, is called with each batch of events just
 	// before it is written to a binary connection (TransportBinary),
@@ -153,6 +166,13 @@ type Client struct {
 	rr   int
 	// refreshed is when a Refresh last learnt a topology.
 	refreshed time.Time
+
+	// Write-path refreshes (refreshIfStale): at most one in flight,
+	// shared by every caller that finds the topology stale meanwhile, and
+	// at most one started per TopologyMaxAge.
+	rmu          sync.Mutex
+	rcall        *refreshCall // the refresh in flight, nil: none
+	refreshTried time.Time    // when the last one started
 
 	tokens *tokenSource // nil: no authentication
 
@@ -277,6 +297,54 @@ func (c *Client) topologyOlderThan(d time.Duration) bool {
 	return time.Since(c.refreshed) > d
 }
 
+// refreshCall is a write-path refresh in flight.
+type refreshCall struct {
+	done    chan struct{} // closed when it ended
+	waiters int           // callers that joined it (tests look)
+}
+
+// refreshIfStale refreshes a topology older than Options.TopologyMaxAge
+// before a write is routed, so a client that only ingests learns shards
+// added (or moved) on members it does not write to without waiting for a
+// refusal. Callers that find a refresh in flight wait for it (or their
+// context) instead of starting another; a refresh is started at most once
+// per TopologyMaxAge, failed ones included, so a dead topology endpoint
+// costs heavy load nothing more. A failed refresh keeps the old topology
+// and the write proceeds.
+func (c *Client) refreshIfStale(ctx context.Context) {
+	maxAge := c.opts.TopologyMaxAge
+	if maxAge <= 0 || !c.topologyOlderThan(maxAge) {
+		return
+	}
+	c.rmu.Lock()
+	if call := c.rcall; call != nil {
+		call.waiters++
+		c.rmu.Unlock()
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+		}
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.refreshTried) <= maxAge || !c.topologyOlderThan(maxAge) {
+		// Tried within maxAge (and failed), or another caller's refresh
+		// ended since the first look.
+		c.rmu.Unlock()
+		return
+	}
+	call := &refreshCall{done: make(chan struct{})}
+	c.rcall, c.refreshTried = call, now
+	c.rmu.Unlock()
+	defer func() {
+		c.rmu.Lock()
+		c.rcall = nil
+		c.rmu.Unlock()
+		close(call.done)
+	}()
+	_ = c.Refresh(ctx) // a failed refresh keeps the old topology
+}
+
 // Event is one event to ingest.
 type Event = dataapi.Event
 
@@ -290,6 +358,7 @@ func (c *Client) Ingest(ctx context.Context, events ...Event) ([]dataapi.Ack, er
 		pending[i] = i
 	}
 	for attempt := 0; ; attempt++ {
+		c.refreshIfStale(ctx)
 		groups, err := c.route(events, pending)
 		if err != nil {
 			return nil, err
@@ -334,10 +403,6 @@ func (c *Client) Ingest(ctx context.Context, events ...Event) ([]dataapi.Ack, er
 }
 
 // route groups pending events by the data address they go to.
-// TODO(issue 8): a client that only ingests learns a new topology only
-// from a refused write, so keyless events never reach a shard added on a
-// member that owned no routable shard before; refresh a topology older
-// than TopologyMaxAge without blocking ingest (and stop it in Close).
 func (c *Client) route(events []Event, pending []int) (map[string][]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
