@@ -190,11 +190,19 @@ func (r *MeshClusterReconciler) planLiveFollowers(mc *meshv1.MeshCluster, t *top
 	if len(shards) == 0 || addLiveFollowers(t, shards, "", obs.PodReady) == nil {
 		return nil
 	}
-	ready := obs.PodReady
 	msg := fmt.Sprintf("shards %v have no ready follower: a ready active follows them until their standbys are back (ackPolicy Standby)", shards)
 	obs.Operation = &status.Operation{Reason: "AddingFollowers", Message: msg}
+	return liveFollowersStep(shards, "", obs.PodReady, msg)
+}
+
+// liveFollowersStep is the step that records, then pushes, t with a ready
+// active follower added to those of shards that have no ready follower
+// but except (addLiveFollowers, planned again from the recorded topology
+// the step runs on). The rolling update takes it too, before it deletes
+// a pod that is some shard's only ready follower.
+func liveFollowersStep(shards []uint16, except string, ready map[string]bool, msg string) *operation {
 	return &operation{reason: "AddingFollowers", message: msg, run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
-		next := addLiveFollowers(t, shards, "", ready)
+		next := addLiveFollowers(t, shards, except, ready)
 		if next == nil {
 			return nil
 		}

@@ -49,10 +49,15 @@ import (
 // shards: its active is restarted without a handoff (a Warning Event says
 // so) and a failover promotes the standby. A temporary role swap with
 // the standby would avoid that.
-// TODO(issue 8): under ackPolicy Standby, shards whose only follower is
-// the standby being restarted acknowledge nothing until it is back and
-// caught up (seconds); giving them a live active follower first would
-// keep them acknowledging.
+//
+// Under ackPolicy Standby an owner acknowledges a write once a follower
+// has it, so before a pod is deleted every shard it follows must have
+// another ready follower that caught up: the shards whose only ready
+// follower it is first get a ready active that does not own them as a
+// follower (the failover's live-follower step, recorded before it is
+// pushed), and the deletion waits until the other followers caught up.
+// Those extra followers are dropped by the follower convergence
+// (planTidy) once the pod is back and caught up, before the next pod.
 
 // Steps of status.update.step.
 const (
@@ -173,7 +178,11 @@ func (r *MeshClusterReconciler) planUpdate(ctx context.Context, mc *meshv1.MeshC
 	if upd.Pod == "" {
 		ready := !slices.ContainsFunc(kept, func(m topology.Member) bool { return !obs.PodReady[m.Name] })
 		fenced := slices.ContainsFunc(t.Shards, func(s topology.Shard) bool { return s.Fenced })
-		balanced := len(topology.Balance(t, nil, 1)) == 0
+		// Extra active followers left beside standby followers (added
+		// before the last pod's restart) are dropped first (planTidy).
+		balanced := len(topology.Balance(t, nil, 1)) == 0 && !slices.ContainsFunc(t.Shards, func(s topology.Shard) bool {
+			return len(extraFollowers(t, s)) > 0 && len(standbyFollowers(t, s)) > 0
+		})
 		if len(outdated) == 0 {
 			if stored == nil {
 				return nil, false, 0, nil
@@ -224,14 +233,33 @@ func (r *MeshClusterReconciler) planUpdate(ctx context.Context, mc *meshv1.MeshC
 		}
 		r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, "RollingUpdateUnsafe", "Update", "no other active node can take the shards of %s: restarting it without a handoff (its shards fail over)", name)
 	}
+	ackStandby := mc.Spec.Standby.AckPolicy == meshv1.AckStandby
+	if ackStandby && pod != nil && pod.DeletionTimestamp == nil && obs.PodRevision[name] != rev {
+		// Under ackPolicy Standby the shards whose only ready follower is
+		// this pod would acknowledge nothing while it restarts: a ready
+		// active follows them first (one recorded epoch).
+		if shards := soleFollowerOf(t, name, obs.PodReady); len(shards) > 0 && addLiveFollowers(t, shards, name, obs.PodReady) != nil {
+			decide(name, upd.Step)
+			op := liveFollowersStep(shards, name, obs.PodReady, fmt.Sprintf("%s is the only ready follower of shards %v: a ready active follows them before its restart (ackPolicy Standby)", name, shards))
+			return step(op), true, 0, nil
+		}
+	}
 	switch {
 	case pod != nil && pod.DeletionTimestamp == nil && obs.PodRevision[name] != rev:
 		// 2. Delete the pod; the StatefulSet controller recreates it at
 		// the update revision. Deleting again after an operator restart
 		// is harmless (the UID precondition spares a recreated pod).
+		// Under ackPolicy Standby, only once the other followers of its
+		// shards caught up.
 		decide(name, updateRestarting)
 		uid, from := pod.UID, obs.PodRevision[name]
-		return step(&operation{message: fmt.Sprintf("restarting %s (revision %s)", name, from), run: func(ctx context.Context, _ *orchestrate.Driver, _ *topology.Topology) error {
+		ready := obs.PodReady
+		return step(&operation{message: fmt.Sprintf("restarting %s (revision %s)", name, from), run: func(ctx context.Context, d *orchestrate.Driver, t *topology.Topology) error {
+			if ackStandby {
+				if err := waitCovered(ctx, d, t, name, ready); err != nil {
+					return err
+				}
+			}
 			p := &corev1.Pod{}
 			p.Name, p.Namespace = name, mc.Namespace
 			err := r.Delete(ctx, p, client.Preconditions{UID: &uid})
@@ -296,51 +324,150 @@ func waitRejoined(ctx context.Context, d *orchestrate.Driver, t *topology.Topolo
 	}
 }
 
-// rejoinLag says what name's node still lacks ("" when nothing).
-func rejoinLag(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, name string) (string, error) {
-	// shards reads a member's shards in role: next seq, and whether a
-	// follower is connected with no lag.
-	type shardAt struct {
-		next uint64
-		live bool
+// shardAt is a member's shard in a role: its next seq, and whether a
+// follower is connected with no lag.
+type shardAt struct {
+	next uint64
+	live bool
+}
+
+// memberShards reads member's shards in role, and the epoch it holds.
+func memberShards(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, member, role string) (map[uint16]shardAt, uint64, error) {
+	m, ok := t.Member(member)
+	if !ok {
+		return nil, 0, fmt.Errorf("%s is not a member at epoch %d", member, t.Epoch)
 	}
-	shards := func(member, role string) (map[uint16]shardAt, uint64, error) {
-		m, ok := t.Member(member)
-		if !ok {
-			return nil, 0, fmt.Errorf("%s is not a member at epoch %d", member, t.Epoch)
-		}
-		cctx, cancel := context.WithTimeout(ctx, reachabilityTimeout)
-		defer cancel()
-		st, err := d.Dial(m.Admin).Status(cctx)
-		if err != nil {
-			return nil, 0, fmt.Errorf("status of %s: %w", member, err)
-		}
-		out := map[uint16]shardAt{}
-		for _, s := range st.Shards {
-			if s.Role == role {
-				out[s.ID] = shardAt{next: s.Next, live: s.Connected && s.Lag == 0}
-			}
-		}
-		return out, st.Epoch, nil
+	cctx, cancel := context.WithTimeout(ctx, reachabilityTimeout)
+	defer cancel()
+	st, err := d.Dial(m.Admin).Status(cctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("status of %s: %w", member, err)
 	}
-	followed := t.FollowedBy(name)
-	// The owners first: the follower must have reached what they had.
+	out := map[uint16]shardAt{}
+	for _, s := range st.Shards {
+		if s.Role == role {
+			out[s.ID] = shardAt{next: s.Next, live: s.Connected && s.Lag == 0}
+		}
+	}
+	return out, st.Epoch, nil
+}
+
+// ownersNext reads what the owners of shards had (next seq per shard).
+func ownersNext(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, shards []uint16) (map[uint16]uint64, error) {
 	ownerNext := map[uint16]uint64{}
 	owners := map[string]bool{}
-	for _, id := range followed {
+	for _, id := range shards {
 		s, _ := t.Shard(id)
 		owners[s.Owner] = true
 	}
 	for owner := range owners {
-		owned, _, err := shards(owner, "owner")
+		owned, _, err := memberShards(ctx, d, t, owner, "owner")
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		for id, v := range owned {
 			ownerNext[id] = v.next
 		}
 	}
-	mine, epoch, err := shards(name, "follower")
+	return ownerNext, nil
+}
+
+// soleFollowerOf lists the shards whose only ready follower is name.
+func soleFollowerOf(t *topology.Topology, name string, ready map[string]bool) []uint16 {
+	var out []uint16
+	for _, id := range t.FollowedBy(name) {
+		s, _ := t.Shard(id)
+		if !slices.ContainsFunc(s.Followers, func(f string) bool { return f != name && ready[f] }) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// waitCovered waits until every shard name follows has another ready
+// follower that holds t (or newer) and has what the owner had when the
+// wait looked, so the shards keep acknowledging (ackPolicy Standby) while
+// name is gone.
+func waitCovered(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, name string, ready map[string]bool) error {
+	ctx, cancel := context.WithTimeout(ctx, rejoinTimeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		behind, err := coverLag(ctx, d, t, name, ready)
+		if err == nil && behind == "" {
+			return nil
+		}
+		if err != nil {
+			behind = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the other followers of %s's shards did not catch up before its restart: %s", name, behind)
+		case <-tick.C:
+		}
+	}
+}
+
+// coverLag names the shards of name that no other ready follower has
+// caught up on ("" when none). A shard with no other ready follower at all
+// (no active could be added: a single active) is not waited for.
+func coverLag(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, name string, ready map[string]bool) (string, error) {
+	var followed []uint16
+	for _, id := range t.FollowedBy(name) {
+		if s, _ := t.Shard(id); slices.ContainsFunc(s.Followers, func(f string) bool { return f != name && ready[f] }) {
+			followed = append(followed, id)
+		}
+	}
+	if len(followed) == 0 {
+		return "", nil
+	}
+	ownerNext, err := ownersNext(ctx, d, t, followed)
+	if err != nil {
+		return "", err
+	}
+	covered := map[uint16]bool{}
+	others := map[string]bool{}
+	for _, id := range followed {
+		s, _ := t.Shard(id)
+		for _, f := range s.Followers {
+			if f != name && ready[f] {
+				others[f] = true
+			}
+		}
+	}
+	for f := range others {
+		theirs, epoch, err := memberShards(ctx, d, t, f, "follower")
+		if err != nil || epoch < t.Epoch {
+			continue // not a follower to count on now
+		}
+		for id, v := range theirs {
+			if s, _ := t.Shard(id); slices.Contains(s.Followers, f) && (v.next >= ownerNext[id] || v.live) {
+				covered[id] = true
+			}
+		}
+	}
+	var behind []string
+	for _, id := range followed {
+		if !covered[id] {
+			behind = append(behind, fmt.Sprint(id))
+		}
+	}
+	if len(behind) > 0 {
+		return "shards " + strings.Join(behind, ", "), nil
+	}
+	return "", nil
+}
+
+// rejoinLag says what name's node still lacks ("" when nothing).
+func rejoinLag(ctx context.Context, d *orchestrate.Driver, t *topology.Topology, name string) (string, error) {
+	followed := t.FollowedBy(name)
+	// The owners first: the follower must have reached what they had.
+	ownerNext, err := ownersNext(ctx, d, t, followed)
+	if err != nil {
+		return "", err
+	}
+	mine, epoch, err := memberShards(ctx, d, t, name, "follower")
 	if err != nil {
 		return "", err
 	}

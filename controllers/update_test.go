@@ -20,6 +20,8 @@ import (
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	meshclient "github.com/purplerain/mesh-operator/client"
 	"github.com/purplerain/mesh-operator/controllers/resources"
+	nodeconfig "github.com/purplerain/mesh-operator/node/config"
+	"github.com/purplerain/mesh-operator/node/topology"
 )
 
 // rollWatch follows a cluster's pods during a rolling update: the order
@@ -198,6 +200,7 @@ var _ = Describe("Operator-driven rolling update with real nodes", func() {
 	ctx := context.Background()
 
 	create := func(name string) (*testKubelet, *meshclient.Client) {
+		GinkgoHelper()
 		mc := newCluster(name)
 		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
 		// Short enough that restarting an owner under its writes would
@@ -274,6 +277,168 @@ var _ = Describe("Operator-driven rolling update with real nodes", func() {
 
 		By("reading back every acknowledged event exactly once")
 		expectEveryAckRead(sdk, load)
+	})
+
+	It("keeps every shard acknowledging under ackPolicy Standby while the only standby restarts", func() {
+		const name = "rollsb"
+		// Gates in front of the nodes' admin ports let the test hold the
+		// restarted standby back, as a slow start would.
+		gateClusterWire(name)
+		var mu sync.Mutex
+		kubelet, _ := create(name)
+		// The writer's own SDK retries quickly (RetryMax 50 ms), so its
+		// budget can be short.
+		sdk, err := meshclient.New(ctx, meshclient.Options{Addresses: kubelet.dataAddrs(), RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, Credentials: dataCredentials(name)})
+		Expect(err).NotTo(HaveOccurred())
+		w := watchRoll(name, 4)
+		standby := name + "-3"
+		oldGate := adminGateOf(standby)
+		mc := getCluster(Default, name)
+		shards := int(mc.Spec.Shards.Count)
+		// keys[i] lands on shard i.
+		keys := make([][]byte, shards)
+		for n, left := 0, shards; left > 0; n++ {
+			k := []byte(fmt.Sprintf("sb%d", n))
+			if id := topology.KeyShard(k, shards); keys[id] == nil {
+				keys[id], left = k, left-1
+			}
+		}
+
+		// Every recorded status, in order (a watch): the one that first
+		// decides the standby's deletion (step Restarting) must already
+		// give each of its shards a ready active follower besides it.
+		var atRestart *meshv1.MeshCluster
+		wctx, wcancel := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		mw, err := k8sClient.Watch(wctx, &meshv1.MeshClusterList{}, client.InNamespace("default"))
+		Expect(err).NotTo(HaveOccurred())
+		go func() {
+			defer close(watched)
+			for ev := range mw.ResultChan() {
+				got, ok := ev.Object.(*meshv1.MeshCluster)
+				if !ok || got.Name != name || got.Status.Update == nil {
+					continue
+				}
+				if u := got.Status.Update; u.Pod == standby && u.Step == "Restarting" {
+					mu.Lock()
+					if atRestart == nil {
+						atRestart = got.DeepCopy()
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+		DeferCleanup(func() {
+			mw.Stop()
+			wcancel()
+			<-watched
+		})
+
+		By("writing to every shard, each ingest bounded by a budget of a few SDK retries, while the image change restarts the standby and its return is held back")
+		// budget is a few of the SDK's retries (RetryMax 50 ms), above
+		// an ingest's usual latency under the roll's topology pushes
+		// (tens of ms), well below the time the restarted standby is held
+		// back (hold) and below the failover path's reaction to a
+		// follower gone (shards without a ready follower get a live one,
+		// planLiveFollowers, some hundreds of ms after the pod went).
+		const budget = 200 * time.Millisecond
+		const hold = 3 * time.Second
+		var (
+			inWindow bool
+			failures []string
+			acked    = make([]int, shards)
+			slowest  time.Duration
+		)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for id := range shards {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				for n := 0; ; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					ictx, cancel := context.WithTimeout(ctx, budget)
+					began := time.Now()
+					_, err := sdk.Ingest(ictx, meshclient.Event{Key: keys[id], Payload: []byte(fmt.Sprintf("%d/%d", id, n))})
+					took := time.Since(began)
+					cancel()
+					mu.Lock()
+					if inWindow {
+						slowest = max(slowest, took)
+						if err != nil {
+							failures = append(failures, fmt.Sprintf("shard %d: %v", id, err))
+						} else {
+							acked[id]++
+						}
+					}
+					mu.Unlock()
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		}
+		defer func() {
+			close(stop)
+			wg.Wait()
+		}()
+		mu.Lock()
+		inWindow = true
+		mu.Unlock()
+		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Image = "example.org/mesh-node:v4" })
+		// The new standby pod's node takes no topology push (and is not
+		// ready) until hold passed: it follows nothing meanwhile.
+		Eventually(func() *wireGate {
+			if len(w.replacedSince(0)) == 0 {
+				return oldGate
+			}
+			gatedMu.Lock()
+			defer gatedMu.Unlock()
+			return gates[fmt.Sprintf("%s/%d", standby, nodeconfig.AdminPort)]
+		}, time.Minute, 2*time.Millisecond).ShouldNot(BeIdenticalTo(oldGate))
+		held := adminGateOf(standby)
+		held.pause()
+		time.Sleep(hold)
+		held.resume()
+		// The window: from the change until the standby's restart is over
+		// (the roll moved on to the first active).
+		Eventually(func(g Gomega) {
+			u := getCluster(g, name).Status.Update
+			g.Expect(u).NotTo(BeNil())
+			g.Expect(u.Pod).To(Equal(name + "-2"))
+		}, 2*time.Minute, 20*time.Millisecond).Should(Succeed())
+		mu.Lock()
+		inWindow = false
+		got, perShard := slices.Clone(failures), slices.Clone(acked)
+		mu.Unlock()
+		Expect(w.replacedSince(0)).To(Equal([]string{standby}), "the standby restarted in the window")
+		Expect(got).To(BeEmpty(), "ingests not acknowledged within %s while the standby restarted", budget)
+		for id, n := range perShard {
+			Expect(n).To(BeNumerically(">", 0), "shard %d written during the standby's restart", id)
+		}
+		mu.Lock()
+		fmt.Fprintf(GinkgoWriter, "acks per shard during the standby's restart: %v, slowest ingest %s\n", perShard, slowest)
+		decided := atRestart
+		mu.Unlock()
+		Expect(decided).NotTo(BeNil(), "the standby's restart was recorded")
+		actives := map[string]bool{}
+		for _, m := range decided.Status.Members {
+			if m.Role == meshv1.RoleActive && m.Ready {
+				actives[m.Name] = true
+			}
+		}
+		for _, s := range decided.Status.Shards {
+			Expect(slices.ContainsFunc(s.Followers, func(f string) bool { return actives[f] && f != s.Owner })).To(BeTrue(),
+				"epoch %d: shard %d (followers %v) had no ready active follower when the standby's restart was decided", decided.Status.Epoch, s.ID, s.Followers)
+		}
+
+		By("completing the roll: the actives added as followers are dropped again")
+		expectRolled(name, 1, 3*time.Minute)
+		for _, s := range getCluster(Default, name).Status.Shards {
+			Expect(s.Followers).To(Equal([]string{standby}), "shard %d follows only the standby", s.ID)
+		}
+		expectNoFailover(name, w)
 	})
 
 	It("resumes a roll from status after an operator restart, holds it while paused, and completes it once", func() {
