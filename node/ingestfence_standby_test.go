@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -163,39 +162,7 @@ func TestStandbyIngestRefusedForAFenceOrMoveAppendedNothing(t *testing.T) {
 	}
 	stop()
 
-	stored := map[string]int{}
-	cursor := ""
-	for {
-		page, err := a.Poll(context.Background(), dataapi.PollRequest{Cursor: cursor, Limit: dataapi.MaxPollLimit})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range page.Events {
-			stored[string(e.Payload)]++
-		}
-		cursor = page.Cursor
-		if !page.HasMore && len(page.Events) == 0 {
-			break
-		}
-	}
-	var noe *NotOwnerError
-	moving := 0
-	for p, err := range refused {
-		if !errors.Is(err, ErrShardMoving) && !errors.As(err, &noe) {
-			t.Fatalf("event %s refused with %v, want moving or not owner (nothing else can happen here)", p, err)
-		}
-		if errors.Is(err, ErrShardMoving) {
-			moving++
-		}
-		if stored[p] != 0 {
-			t.Errorf("event %s refused (%v) but stored %d times", p, err, stored[p])
-		}
-	}
-	for p := range acked {
-		if stored[p] != 1 {
-			t.Errorf("acknowledged event %s stored %d times", p, stored[p])
-		}
-	}
+	moving := checkFenceContract(t, a, acked, refused)
 	if len(acked) == 0 || moving == 0 || spanned.Load() == 0 {
 		t.Fatalf("%d acknowledged (%d across a fence), %d refused as moving: the writes did not meet the fences",
 			len(acked), spanned.Load(), moving)
