@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -34,21 +32,9 @@ func newBinCluster(t *testing.T) *binCluster {
 	t.Helper()
 	c := &binCluster{nodes: map[string]*node.Node{}, data: map[string]string{}, wire: map[string]string{}, srvs: map[string]*wireapi.Server{}, done: map[string]chan error{}}
 	for i, name := range []string{"a", "b"} {
-		n, err := node.New(node.Options{Name: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := httptest.NewServer(dataapi.New(n, nil))
-		c.nodes[name] = n
-		c.data[name] = strings.TrimPrefix(hs.URL, "http://")
+		c.nodes[name], c.data[name] = startNode(t, name)
 		c.startWire(t, name, fmt.Sprintf("127.0.6.%d:0", 10+i))
-		t.Cleanup(func() {
-			c.stopWire(t, name)
-			hs.Close()
-			if err := n.Close(); err != nil {
-				t.Errorf("close %s: %v", name, err)
-			}
-		})
+		t.Cleanup(func() { c.stopWire(t, name) })
 	}
 	return c
 }
@@ -88,11 +74,7 @@ func (c *binCluster) push(t *testing.T, epoch uint64, owner0 string) {
 		},
 		Shards: []topology.Shard{{ID: 0, Owner: owner0}, {ID: 1, Owner: other}},
 	}
-	for name, n := range c.nodes {
-		if err := n.ApplyTopology(top); err != nil {
-			t.Fatalf("push to %s: %v", name, err)
-		}
-	}
+	applyTopology(t, c.nodes, top)
 }
 
 func newBinClient(t *testing.T, ctx context.Context, addr string) *Client {
@@ -130,35 +112,7 @@ func TestBinaryKeyedEventsGoToTheirOwnerAndFollowAMove(t *testing.T) {
 
 	// The shard moves to b; a refuses with not_owner over the wire, the
 	// client refreshes and retries at b.
-	c.push(t, 2, "b")
-	events = events[:0]
-	for _, k := range keysFor(0, 5) {
-		events = append(events, Event{Key: k, Payload: append([]byte("after-"), k...)})
-	}
-	if _, err := cl.Ingest(ctx, events...); err != nil {
-		t.Fatalf("ingest after the move: %v", err)
-	}
-	if cl.Topology().Epoch != 2 {
-		t.Fatalf("client routes by epoch %d, want 2 after the refusal", cl.Topology().Epoch)
-	}
-	for name, prefix := range map[string]string{"a": "before-", "b": "after-"} {
-		l, err := c.nodes[name].Log(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries, err := l.Read(0, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(entries) != 5 {
-			t.Fatalf("%s holds %d events of shard 0, want 5", name, len(entries))
-		}
-		for _, e := range entries {
-			if !strings.HasPrefix(string(e.Payload), prefix) {
-				t.Fatalf("%s holds %q, want only %s events", name, e.Payload, prefix)
-			}
-		}
-	}
+	ingestAfterMoveToB(t, ctx, cl, c.nodes, c.push)
 }
 
 func TestBinaryPollerReadsEveryOwnerOnceWithOneCursor(t *testing.T) {
@@ -167,36 +121,7 @@ func TestBinaryPollerReadsEveryOwnerOnceWithOneCursor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cl := newBinClient(t, ctx, c.data["a"])
-	var events []Event
-	for i := range 40 {
-		events = append(events, Event{Payload: []byte(fmt.Sprintf("e%02d", i))})
-	}
-	if _, err := cl.Ingest(ctx, events...); err != nil {
-		t.Fatal(err)
-	}
-	p, err := cl.NewPoller("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for range 20 {
-		page, err := p.Poll(ctx, 7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range page.Events {
-			if seen[string(e.Payload)] {
-				t.Fatalf("%s read twice", e.Payload)
-			}
-			seen[string(e.Payload)] = true
-		}
-		if !page.HasMore && len(seen) == 40 {
-			break
-		}
-	}
-	if len(seen) != 40 {
-		t.Fatalf("read %d events, want 40", len(seen))
-	}
+	pollEveryEventOnce(t, ctx, cl)
 }
 
 func TestBinaryRuleRefusalIsNotRetried(t *testing.T) {
