@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
+	"github.com/purplerain/mesh-operator/node/adminclient"
 )
 
 func runtimeConvert(u *unstructured.Unstructured, into any) error {
@@ -57,4 +59,47 @@ func startLoad(kubelet *testKubelet) *countedLoad {
 	load := startCountedIngest(kubelet)
 	Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
 	return load
+}
+
+// stopOperator stops the operator and returns the func that starts it
+// again; if the spec ends before that ran, its cleanup starts it.
+func stopOperator() (start func()) {
+	stopManager()
+	restarted := false
+	DeferCleanup(func() {
+		if !restarted {
+			startManager()
+		}
+	})
+	return func() {
+		startManager()
+		restarted = true
+	}
+}
+
+// watchOwned polls the admin API of the node at addr through dial until
+// stop is called (stop returns once the polling ended). The first time
+// the node reports owning shards, owned receives a message saying so
+// about what ("the fresh node").
+func watchOwned(dial adminclient.Dialer, addr, what string) (owned chan string, stop func()) {
+	owned = make(chan string, 1)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(watched)
+		for watchCtx.Err() == nil {
+			if st, err := dial(addr).Status(watchCtx); err == nil && len(st.Owned) > 0 {
+				select {
+				case owned <- fmt.Sprintf("%s owns %v at epoch %d", what, st.Owned, st.Epoch):
+				default:
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	return owned, func() {
+		stopWatch()
+		<-watched
+	}
 }

@@ -11,7 +11,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/purplerain/mesh-operator/api/v1alpha1"
 	meshclient "github.com/purplerain/mesh-operator/client"
@@ -56,18 +55,14 @@ var _ = Describe("A restarted operator of a paused cluster", func() {
 
 	It("keeps renewing the other owners' leases, does not hand ownership to an owner whose container restarted empty while no operator ran (memory mode), and fails it over once unpaused", func() {
 		const name = "dozy"
-		mc := newCluster(name)
-		mc.Spec.Nodes = 2
-		mc.Spec.Shards.Count = 4
-		mc.Spec.Standby.AckPolicy = meshv1.AckStandby
-		// Only the restart detection can fail it over in this spec.
-		mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
-		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed()) })
-		kubelet := startKubelet(name)
-		waitAvailable(name)
-		load := startCountedIngest(kubelet)
-		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", 100))
+		kubelet, _ := startCluster(name, func(mc *meshv1.MeshCluster) {
+			mc.Spec.Nodes = 2
+			mc.Spec.Shards.Count = 4
+			mc.Spec.Standby.AckPolicy = meshv1.AckStandby
+			// Only the restart detection can fail it over in this spec.
+			mc.Spec.Standby.FailoverAfter = metav1.Duration{Duration: time.Hour}
+		})
+		load := startLoad(kubelet)
 
 		By("pausing the cluster")
 		updateCluster(name, func(m *meshv1.MeshCluster) { m.Spec.Paused = true })
@@ -76,13 +71,7 @@ var _ = Describe("A restarted operator of a paused cluster", func() {
 		Expect(ownedCounts(paused)[name+"-0"]).To(BeNumerically(">", 0), "dozy-0 must own shards for this spec to mean anything")
 
 		By("stopping the operator, then restarting dozy-0's container in place (same address, empty log)")
-		stopManager()
-		restarted := false
-		DeferCleanup(func() {
-			if !restarted {
-				startManager()
-			}
-		})
+		startOperator := stopOperator()
 		kubelet.restartContainer(name + "-0")
 		dial := adminDialer(Default, name)
 		addr := net.JoinHostPort(kubelet.ip(name+"-0"), fmt.Sprint(nodeconfig.AdminPort))
@@ -93,26 +82,10 @@ var _ = Describe("A restarted operator of a paused cluster", func() {
 			}
 			return err
 		}, timeout, interval).Should(Succeed())
-		owned := make(chan string, 1)
-		watchCtx, stopWatch := context.WithCancel(ctx)
-		watched := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(watched)
-			for watchCtx.Err() == nil {
-				if st, err := dial(addr).Status(watchCtx); err == nil && len(st.Owned) > 0 {
-					select {
-					case owned <- fmt.Sprintf("the restarted node owns %v at epoch %d", st.Owned, st.Epoch):
-					default:
-					}
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
+		owned, stopWatch := watchOwned(dial, addr, "the restarted node")
 
 		By("starting a fresh operator while paused: it keeps renewing the other owners but withholds ownership from dozy-0")
-		startManager()
-		restarted = true
+		startOperator()
 		// Keys of shards that owners other than dozy-0 own: those owners
 		// did not restart and hold a lease only while the operator renews
 		// it (an owner stops accepting writes one lease after the last
@@ -192,7 +165,6 @@ var _ = Describe("A restarted operator of a paused cluster", func() {
 		}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
 		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
 		stopWatch()
-		<-watched
 		Expect(owned).NotTo(Receive(), "ownership was pushed to a node that lost its log")
 		n := load.count()
 		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))

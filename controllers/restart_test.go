@@ -586,8 +586,6 @@ var _ = Describe("Operator restarts during concurrent moves", func() {
 })
 
 var _ = Describe("A restarted operator", func() {
-	ctx := context.Background()
-
 	It("does not hand ownership to an owner that came back empty while no operator ran (memory mode), and fails it over at once", func() {
 		const name = "amnesia"
 		kubelet, _ := startCluster(name, func(mc *meshv1.MeshCluster) {
@@ -600,13 +598,7 @@ var _ = Describe("A restarted operator", func() {
 		load := startLoad(kubelet)
 
 		By("stopping the operator, then replacing amnesia-0's pod by a fresh one (new address, empty log)")
-		stopManager()
-		restarted := false
-		DeferCleanup(func() {
-			if !restarted {
-				startManager()
-			}
-		})
+		startOperator := stopOperator()
 		oldIP := kubelet.ip(name + "-0")
 		kubelet.revive(name + "-0")
 		var fresh string
@@ -616,26 +608,10 @@ var _ = Describe("A restarted operator", func() {
 		}, timeout, interval).ShouldNot(Or(BeEmpty(), Equal(oldIP)))
 		dial := adminDialer(Default, name)
 		freshAddr := net.JoinHostPort(fresh, fmt.Sprint(nodeconfig.AdminPort))
-		owned := make(chan string, 1)
-		watchCtx, stopWatch := context.WithCancel(ctx)
-		watched := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(watched)
-			for watchCtx.Err() == nil {
-				if st, err := dial(freshAddr).Status(watchCtx); err == nil && len(st.Owned) > 0 {
-					select {
-					case owned <- fmt.Sprintf("the fresh node owns %v at epoch %d", st.Owned, st.Epoch):
-					default:
-					}
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
+		owned, stopWatch := watchOwned(dial, freshAddr, "the fresh node")
 
 		By("starting a fresh operator: it withholds ownership from amnesia-0 and promotes its followers")
-		startManager()
-		restarted = true
+		startOperator()
 		Eventually(func(g Gomega) {
 			got := getCluster(g, name)
 			g.Expect(ownedCounts(got)).NotTo(HaveKey(name + "-0"))
@@ -647,7 +623,6 @@ var _ = Describe("A restarted operator", func() {
 		}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
 		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
 		stopWatch()
-		<-watched
 		Expect(owned).NotTo(Receive(), "ownership was pushed to a node that lost its log")
 		n := load.count()
 		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))
