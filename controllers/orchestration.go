@@ -60,6 +60,9 @@ type clusterMemory struct {
 	// autoscale is the shard autoscaler's metric windows
 	// (reconcile_autoscale.go).
 	autoscale *autoscaleMemory
+	// rules is what each member last reported of its rules and subnet
+	// (reconcile_rules.go).
+	rules map[string]rulesSighting
 }
 
 const (

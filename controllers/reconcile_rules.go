@@ -25,9 +25,11 @@ import (
 // valid spec.rules, so a node that starts (or restarts) loads them; its
 // rules section is left out of the pods' config hash, so a rules change
 // rolls no pod (resources.ConfigHash). Running nodes get them from
-// reconcileRules: every pass asks each ready member for the hash of the
-// rules it enforces (admin status) and pushes the wanted set (PUT
-// /v1/rules) only where the hash differs. The push is idempotent and keeps
+// reconcileRules: it asks each ready member for the hash of the rules it
+// enforces (admin status) and pushes the wanted set (PUT /v1/rules) only
+// where the hash differs. A member that confirmed the wanted hash is not
+// asked again for rulesRecheck unless it turns not ready or moves, so a
+// steady pass makes no admin call. The push is idempotent and keeps
 // the rate windows of unchanged rules, so a repeated or overlapping push
 // changes nothing. Members answer within rulesCallTimeout or are retried
 // after rulesRetry (a member the lease keeper has not reached for a whole
@@ -35,7 +37,20 @@ import (
 // that becomes ready again triggers a pass (the pod watch), so a restarted
 // node is checked as soon as it serves.
 
+// rulesSighting is a member's rules hash and subnet as its status last
+// reported them, at an admin address.
+type rulesSighting struct {
+	admin, hash, subnet string
+	at                  time.Time
+}
+
 const (
+	// rulesRecheck is how long a member's confirmed rules hash is trusted
+	// without asking again. A member that turns not ready, moves to
+	// another address or is sent other rules is asked at once; the
+	// recheck bounds what a restart the pod's readiness never showed (a
+	// node that reloaded rules from a stale ConfigMap) can leave behind.
+	rulesRecheck = 30 * time.Second
 	// rulesCallTimeout bounds each member's status read and push.
 	rulesCallTimeout = 2 * time.Second
 	// rulesRetry is when a pass that could not check or push every ready
@@ -86,11 +101,28 @@ func (r *MeshClusterReconciler) reconcileRules(ctx context.Context, mc *meshv1.M
 		pushed  []string
 		failed  []error
 		subnets = map[string]string{}
+		seen    = map[string]rulesSighting{}
+		now     = time.Now()
 	)
+	name := client.ObjectKeyFromObject(mc)
+	r.memory.with(name, func(cm *clusterMemory) {
+		for k, v := range cm.rules {
+			seen[k] = v
+		}
+	})
+	// confirmed keeps this pass's sightings: members not ready or gone
+	// are forgotten, so they are asked again when they come back.
+	confirmed := map[string]rulesSighting{}
 	for _, m := range t.Members {
 		if !obs.PodReady[m.Name] {
 			// A node that is not ready yet loads the ConfigMap's rules
 			// when it starts, and is checked once it is ready.
+			continue
+		}
+		if s, ok := seen[m.Name]; ok && s.admin == m.Admin && s.hash == want && now.Sub(s.at) < rulesRecheck {
+			// Confirmed recently: no admin call on a steady pass.
+			subnets[m.Name] = s.subnet
+			confirmed[m.Name] = s
 			continue
 		}
 		if r.Leases.Unreachable(client.ObjectKeyFromObject(mc), m.Name, t.Lease()) {
@@ -124,6 +156,9 @@ func (r *MeshClusterReconciler) reconcileRules(ctx context.Context, mc *meshv1.M
 				logger.V(1).Info("node could not assign its subnet", "member", m.Name, "err", st.SubnetError)
 			}
 			if st.Rules.Hash == want {
+				mu.Lock()
+				confirmed[m.Name] = rulesSighting{admin: m.Admin, hash: want, subnet: st.Subnet, at: now}
+				mu.Unlock()
 				return
 			}
 			got, err := c.PutRules(cctx, wanted)
@@ -139,9 +174,11 @@ func (r *MeshClusterReconciler) reconcileRules(ctx context.Context, mc *meshv1.M
 				return
 			}
 			pushed = append(pushed, m.Name)
+			confirmed[m.Name] = rulesSighting{admin: m.Admin, hash: want, subnet: st.Subnet, at: now}
 		}()
 	}
 	wg.Wait()
+	r.memory.with(name, func(cm *clusterMemory) { cm.rules = confirmed })
 	obs.Subnets = subnets
 	if len(pushed) > 0 {
 		slices.Sort(pushed)
