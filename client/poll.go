@@ -100,12 +100,15 @@ func (p *Poller) Poll(ctx context.Context, limit int) (Page, error) {
 	if unreachable {
 		page.HasMore = true
 		_ = p.c.Refresh(ctx)
-	} else if len(page.Events) == 0 && !page.HasMore && p.c.opts.TopologyMaxAge > 0 && p.c.topologyOlderThan(p.c.opts.TopologyMaxAge) {
+	} else if len(page.Events) == 0 && !page.HasMore {
 		// Every owner polled is caught up, but the topology may be stale:
 		// a shard added, moved or promoted to another member is read
-		// only once the topology names it. A newer epoch means more may
-		// be there (the caller polls again instead of stopping).
-		if err := p.c.Refresh(ctx); err == nil && p.c.Topology().Epoch != t.Epoch {
+		// only once the topology names it. The refresh is the one writes
+		// use (coalesced, at most one per TopologyMaxAge). A newer epoch
+		// means more may be there (the caller polls again instead of
+		// stopping).
+		p.c.refreshIfStale(ctx)
+		if p.c.Topology().Epoch != t.Epoch {
 			page.HasMore = true
 		}
 	}
