@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -102,4 +103,24 @@ func watchOwned(dial adminclient.Dialer, addr, what string) (owned chan string, 
 		stopWatch()
 		<-watched
 	}
+}
+
+// expectFailedOver waits until name-0 owns no shard and is a ready
+// standby beside two ready actives, with a Promoted event recorded; then
+// it stops the ownership watch of name-0 (watchOwned) and checks that the
+// watch never saw it own shards.
+func expectFailedOver(name string, owned chan string, stopWatch func()) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		got := getCluster(g, name)
+		g.Expect(ownedCounts(got)).NotTo(HaveKey(name + "-0"))
+		var roles []string
+		for _, m := range got.Status.Members {
+			roles = append(roles, fmt.Sprintf("%s:%s:%v", m.Name, m.Role, m.Ready))
+		}
+		g.Expect(roles).To(ConsistOf(name+"-0:standby:true", name+"-1:active:true", name+"-2:active:true"))
+	}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
+	Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
+	stopWatch()
+	Expect(owned).NotTo(Receive(), "ownership was pushed to a node that lost its log")
 }

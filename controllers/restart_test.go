@@ -612,18 +612,7 @@ var _ = Describe("A restarted operator", func() {
 
 		By("starting a fresh operator: it withholds ownership from amnesia-0 and promotes its followers")
 		startOperator()
-		Eventually(func(g Gomega) {
-			got := getCluster(g, name)
-			g.Expect(ownedCounts(got)).NotTo(HaveKey(name + "-0"))
-			var roles []string
-			for _, m := range got.Status.Members {
-				roles = append(roles, fmt.Sprintf("%s:%s:%v", m.Name, m.Role, m.Ready))
-			}
-			g.Expect(roles).To(ConsistOf(name+"-0:standby:true", name+"-1:active:true", name+"-2:active:true"))
-		}, 60*time.Second, 100*time.Millisecond).Should(Succeed())
-		Eventually(func(g Gomega) []string { return eventReasons(g, name, corev1.EventTypeNormal) }, timeout, interval).Should(ContainElement("Promoted"))
-		stopWatch()
-		Expect(owned).NotTo(Receive(), "ownership was pushed to a node that lost its log")
+		expectFailedOver(name, owned, stopWatch)
 		n := load.count()
 		Eventually(load.count, 10*time.Second).Should(BeNumerically(">", n+100))
 
